@@ -1,0 +1,232 @@
+"""Micro-benchmarks of the pure RL core: action selection, TD update, applying records, snapshots.
+
+    .venv/bin/python scripts/bench_core.py            # full run (7 repeats, 20,000 records)
+    .venv/bin/python scripts/bench_core.py --quick    # smoke run (5 repeats, 4,000 records)
+
+Every figure is the median over the repeats. Targets: >= 100,000 applied records/s for one
+replica and < 10 us per action selection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rl_worker.core.actions import N_META_ACTIONS, N_SIZING_ACTIONS, meta_mask
+from rl_worker.core.config import CoreConfig
+from rl_worker.core.market import compute_market_features
+from rl_worker.core.outcome import MetaStateModel, MetaStep, Outcome, SizingStateModel, SizingStep
+from rl_worker.core.qlearning import DecisionRandom, QTable, select_action, td_update
+from rl_worker.core.replica import ModelReplica
+from rl_worker.core.snapshot import decode_replica, encode_replica
+from rl_worker.core.state import MetaState, SizingState, meta_state_key, sizing_state_key
+from rl_worker.core.types import REGIMES
+
+TARGET_APPLY_PER_S = 100_000
+TARGET_SELECT_US = 10.0
+
+
+def build_outcomes(n: int, config: CoreConfig, seed: int = 7) -> list[Outcome]:
+    """`n` valid outcome records spread over many states, built before any timing."""
+    rng = np.random.default_rng(seed)
+    records = []
+    equity = 10_000.0
+    for i in range(n):
+        meta_state = MetaState(
+            regime=REGIMES[int(rng.integers(len(REGIMES)))],
+            volatility=float(rng.random()),
+            market_pressure=float(rng.uniform(-1, 1)),
+            confidence=float(rng.random()),
+            previous_winrate=float(rng.random()),
+            account_health=float(rng.random()),
+        )
+        sizing_state = SizingState(
+            signal_confidence=float(rng.random()),
+            portfolio_exposure=float(rng.random()),
+            recent_winrate=float(rng.random()),
+            volatility=float(rng.random()),
+            equity_curve_slope=float(rng.uniform(-1, 1)),
+        )
+        allowed = meta_mask(meta_state.regime, config)
+        pnl = float(rng.normal(0.1, 2.0))
+        equity *= 1.0 + pnl / 1000.0
+        records.append(
+            Outcome(
+                position_id=f"pos-{i}",
+                symbol="BTCUSDT",
+                closed_at_ms=1_700_000_000_000 + i * 1000,
+                pnl_pct=pnl,
+                max_drawdown_pct=float(abs(rng.normal(0, 1.5))),
+                equity=equity,
+                meta=MetaStep(
+                    decision_id=f"m-{i}",
+                    state=MetaStateModel(**meta_state.as_dict()),
+                    state_key=meta_state_key(meta_state, config.meta_bins),
+                    action_index=int(allowed[int(rng.integers(len(allowed)))]),
+                ),
+                sizing=SizingStep(
+                    decision_id=f"s-{i}",
+                    state=SizingStateModel(**sizing_state.as_dict()),
+                    state_key=sizing_state_key(sizing_state, config.sizing_bins),
+                    action_index=int(rng.integers(N_SIZING_ACTIONS)),
+                ),
+                next_regime=REGIMES[int(rng.integers(len(REGIMES)))],
+                next_volatility=float(rng.random()),
+                next_market_pressure=float(rng.uniform(-1, 1)),
+            )
+        )
+    return records
+
+
+def time_per_call_us(fn: Callable[[int], object], calls: int) -> float:
+    """Wall time of `fn(0) ... fn(calls - 1)` divided by `calls`, in microseconds."""
+    start = time.perf_counter()
+    for i in range(calls):
+        fn(i)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def run(runs: int, n_records: int, calls: int) -> dict[str, float]:
+    config = CoreConfig(seed=3)
+    records = build_outcomes(n_records, config)
+
+    # A replica trained on every record: decisions read populated Q-rows.
+    trained = ModelReplica(config)
+    for record in records:
+        trained.apply(record)
+    markets = [
+        compute_market_features(
+            [100.0 * (1.0 + 0.002 * np.sin(k * 0.7 + j)) for k in range(30)], config.market
+        )
+        for j in range(64)
+    ]
+    decision_ids = [f"bench-{i}" for i in range(calls)]
+    meta_keys = [k for k in trained.meta_table.keys if k.startswith(markets[0].regime)] or ["?"]
+    randoms = DecisionRandom(config.seed)
+    generator = randoms.generator("bench")
+    mask = meta_mask(markets[0].regime, config)
+    rows = [trained.meta_table.row(k) for k in meta_keys]
+
+    def select_only(i: int) -> object:
+        return select_action(rows[i % len(rows)], mask, 0.1, generator)
+
+    def decide_meta(i: int) -> object:
+        return trained.decide_meta(markets[i & 63], 0.7, decision_ids[i])
+
+    def decide_sizing(i: int) -> object:
+        return trained.decide_sizing(0.7, 0.3, 0.4, decision_ids[i], max_leverage=8.0)
+
+    update_table = QTable(N_META_ACTIONS)
+    update_keys = [r.meta.state_key for r in records[:512]]
+    update_actions = [r.meta.action_index for r in records[:512]]
+
+    def update(i: int) -> object:
+        j = i & 511
+        return td_update(
+            update_table, update_keys[j], update_actions[j], 0.5, update_keys[j - 1], mask, 0.01, 0.99
+        )
+
+    def apply_all() -> float:
+        replica = ModelReplica(config)
+        apply = replica.apply
+        start = time.perf_counter()
+        for record in records:
+            apply(record)
+        return time.perf_counter() - start
+
+    apply_seconds = median_of(runs, apply_all)
+    snapshot = encode_replica(trained)
+
+    def encode_ms() -> float:
+        start = time.perf_counter()
+        encode_replica(trained)
+        return (time.perf_counter() - start) * 1e3
+
+    def decode_ms() -> float:
+        start = time.perf_counter()
+        decode_replica(snapshot, config)
+        return (time.perf_counter() - start) * 1e3
+
+    return {
+        "select_action_us": median_of(runs, lambda: time_per_call_us(select_only, calls)),
+        "decide_meta_us": median_of(runs, lambda: time_per_call_us(decide_meta, calls)),
+        "decide_sizing_us": median_of(runs, lambda: time_per_call_us(decide_sizing, calls)),
+        "td_update_us": median_of(runs, lambda: time_per_call_us(update, calls)),
+        "apply_us": apply_seconds / len(records) * 1e6,
+        "apply_per_s": len(records) / apply_seconds,
+        "snapshot_encode_ms": median_of(runs, encode_ms),
+        "snapshot_decode_ms": median_of(runs, decode_ms),
+        "snapshot_kib": len(snapshot) / 1024,
+        "meta_states": float(len(trained.meta_table)),
+        "sizing_states": float(len(trained.sizing_table)),
+        "records": float(len(records)),
+        "runs": float(runs),
+    }
+
+
+def print_report(results: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"rl_worker.core, medians of {int(results['runs'])} runs")
+    table.add_column("measure")
+    table.add_column("median", justify="right")
+    table.add_column("target", justify="right")
+    rows = [
+        ("select_action alone", f"{results['select_action_us']:.2f} us", f"< {TARGET_SELECT_US:g} us"),
+        ("decide_meta (state + rng + select)", f"{results['decide_meta_us']:.2f} us", "< 10 us"),
+        ("decide_sizing (state + rng + select)", f"{results['decide_sizing_us']:.2f} us", "< 10 us"),
+        ("td_update", f"{results['td_update_us']:.2f} us", ""),
+        ("ModelReplica.apply, one record", f"{results['apply_us']:.2f} us", ""),
+        (
+            f"records applied per second ({int(results['records']):,} records)",
+            f"{results['apply_per_s']:,.0f}/s",
+            f">= {TARGET_APPLY_PER_S:,}/s",
+        ),
+        (
+            f"snapshot encode ({int(results['meta_states'])} + {int(results['sizing_states'])} states, "
+            f"{results['snapshot_kib']:.0f} KiB)",
+            f"{results['snapshot_encode_ms']:.2f} ms",
+            "",
+        ),
+        ("snapshot decode", f"{results['snapshot_decode_ms']:.2f} ms", ""),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    selection_ok = max(results["decide_meta_us"], results["decide_sizing_us"]) < TARGET_SELECT_US
+    apply_ok = results["apply_per_s"] >= TARGET_APPLY_PER_S
+    print(
+        f"summary: apply {results['apply_per_s']:,.0f} records/s "
+        f"({'ok' if apply_ok else 'BELOW TARGET'}), decide_meta {results['decide_meta_us']:.2f} us, "
+        f"decide_sizing {results['decide_sizing_us']:.2f} us "
+        f"({'ok' if selection_ok else 'ABOVE TARGET'}), td_update {results['td_update_us']:.2f} us, "
+        f"snapshot {results['snapshot_encode_ms']:.1f}/{results['snapshot_decode_ms']:.1f} ms enc/dec"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer records and calls (a smoke run)")
+    parser.add_argument("--runs", type=int, default=None, help="repeats per figure (at least 5)")
+    args = parser.parse_args(argv)
+    runs = max(5, args.runs or (5 if args.quick else 7))
+    n_records, calls = (4_000, 2_000) if args.quick else (20_000, 20_000)
+    print_report(run(runs, n_records, calls))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
