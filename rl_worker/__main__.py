@@ -1,0 +1,51 @@
+"""`rl-worker …` / `python -m rl_worker …`: the Faust app's own command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+from rl_worker.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("rl_worker")
+
+
+def _prepare_topics(settings: Settings, wait_s: float = 60.0) -> int:
+    from rl_worker.stream.exceptions import InfrastructureError, TopicLayoutError
+    from rl_worker.stream.topics import ensure_topics
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return asyncio.run(ensure_topics(settings, timeout_s=10.0))
+        except TopicLayoutError:
+            raise
+        except InfrastructureError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("broker not ready (%s); retrying", exc)
+            time.sleep(1.0)
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    partitions = settings.partitions
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        partitions = _prepare_topics(settings)
+    from rl_worker.cli import register_commands
+    from rl_worker.stream.app import create_app
+
+    app, _runtime = create_app(settings, partitions)
+    register_commands(app, settings)
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

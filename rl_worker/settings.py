@@ -1,0 +1,76 @@
+"""The one frozen Settings object, read from the environment (prefix RL_) at the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rl_worker.core.config import CoreConfig
+
+__all__ = ["CheckpointSettings", "Settings", "TopicNames"]
+
+
+class TopicNames(BaseModel):
+    """Topic names; the three inputs belong to the trading stack and must be co-partitioned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    signals: str = "trading.signals"
+    executions: str = "trading.executions"
+    closes: str = "trading.closes"
+    decisions: str = "rl.decisions"
+    dead_letter: str = "rl.dead-letter"
+    outcomes: str = Field("rl.outcomes", description="one partition: the totally ordered learning log")
+
+
+class CheckpointSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    every_outcomes: int = Field(200, ge=1, description="checkpoint after this many newly applied outcomes")
+    interval_s: float = Field(10.0, gt=0, description="... or after this many seconds with any new outcome")
+    retention: int = Field(5, ge=1, description="checkpoints kept per namespace (the last K)")
+    retry_initial_s: float = Field(0.5, gt=0, description="first backoff after a failed write")
+    retry_max_s: float = Field(10.0, gt=0, description="longest backoff between write attempts")
+
+
+class Settings(BaseSettings):
+    """Everything the worker, the CLI and the scripts need. Nested fields: RL_SECTION__FIELD."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RL_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers")
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="redis://…")
+    app_id: str = Field(
+        "rl-worker", description="consumer group, prefix of Faust's internal topics, Redis namespace"
+    )
+    web_host: str = Field("127.0.0.1", description="address of the HTTP server (health, metrics)")
+    web_port: int = Field(6066, ge=1, le=65535)
+    data_dir: Path = Field(Path("rl-worker-data"), description="Faust's local data directory")
+    topics: TopicNames = TopicNames()
+    partitions: int = Field(4, ge=1, description="partitions of input topics created when missing")
+    policy: str = Field("rl", description="name of the policy / A/B arm written on each decision")
+    max_record_bytes: int = Field(65536, ge=256, description="larger records are dead-lettered")
+    position_ttl_s: float = Field(3600.0, gt=0, description="an incomplete position expires after this")
+    completed_retention_s: float = Field(
+        600.0, gt=0, description="how long a completed position is kept to drop late duplicates"
+    )
+    expiry_interval_s: float = Field(5.0, gt=0, description="how often positions are checked for expiry")
+    session_timeout_s: float = Field(
+        4.0, gt=0, description="consumer-group session timeout; tansu's join takes half of it"
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    fetch_max_wait_ms: int = Field(20, ge=1, description="worker consumer's fetch wait (Faust hard-codes 1500)")
+    catch_up_timeout_s: float = Field(
+        30.0, ge=0, description="how long start-up waits for the replica to reach the log end"
+    )
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    core: CoreConfig = CoreConfig()
+    log_level: str = Field("INFO")
+
+    @property
+    def redis_namespace(self) -> str:
+        return f"rl_worker:{self.app_id}"

@@ -1,0 +1,19 @@
+"""Errors of the Kafka / Redis shell: infrastructure trouble, retried and reported, never dead-lettered."""
+
+from __future__ import annotations
+
+from rl_worker.errors import RlWorkerError
+
+__all__ = ["CheckpointStoreError", "InfrastructureError", "TopicLayoutError"]
+
+
+class InfrastructureError(RlWorkerError):
+    """Kafka or Redis did not do what was asked."""
+
+
+class CheckpointStoreError(InfrastructureError):
+    """The checkpoint store could not be read or written."""
+
+
+class TopicLayoutError(InfrastructureError):
+    """The input topics are not co-partitioned (their partition counts differ)."""

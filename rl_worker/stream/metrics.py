@@ -1,0 +1,51 @@
+"""Prometheus metrics of one worker (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["WorkerMetrics"]
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "rl_events_total", "input events by topic and status", ["topic", "status"], registry=r
+        )
+        self.dead_letters = Counter(
+            "rl_dead_letters_total", "records sent to the dead-letter topic", ["topic", "error"], registry=r
+        )
+        self.decisions = Counter(
+            "rl_decisions_total", "decisions published", ["agent", "explored"], registry=r
+        )
+        self.outcomes_published = Counter(
+            "rl_outcomes_published_total", "completed positions published to the outcomes log", registry=r
+        )
+        self.outcomes_applied = Counter(
+            "rl_outcomes_applied_total", "outcome records applied by this replica", registry=r
+        )
+        self.outcomes_ignored = Counter(
+            "rl_outcomes_ignored_total", "outcome records skipped (already applied or unreadable)",
+            ["reason"], registry=r,
+        )
+        self.positions_expired = Counter(
+            "rl_positions_expired_total", "positions removed by expiry", ["stage"], registry=r
+        )
+        self.model_version = Gauge("rl_model_version", "outcomes-log records consumed", registry=r)
+        self.epsilon = Gauge("rl_epsilon", "current exploration rate", registry=r)
+        self.q_states = Gauge("rl_q_states", "states in each Q-table", ["agent"], registry=r)
+        self.mean_reward = Gauge("rl_reward_mean", "mean reward over all applied outcomes", ["agent"], registry=r)
+        self.checkpoint_offset = Gauge("rl_checkpoint_offset", "outcomes offset of the last checkpoint", registry=r)
+        self.checkpoint_writes = Counter("rl_checkpoint_writes_total", "checkpoints written", registry=r)
+        self.checkpoint_failures = Counter(
+            "rl_checkpoint_failures_total", "failed checkpoint writes (retried)", registry=r
+        )
+        self.redis_up = Gauge("rl_redis_up", "1 when the last checkpoint store call succeeded", registry=r)
+        self.latency = Histogram(
+            "rl_event_to_decision_seconds",
+            "from the input record's timestamp to the decision being sent",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )

@@ -1,0 +1,63 @@
+"""Topic layout: use the trading stack's topics as they are, create only what is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from rl_worker.settings import Settings
+from rl_worker.stream.exceptions import InfrastructureError, TopicLayoutError
+
+__all__ = ["ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    existing = set(await admin.list_topics())
+    present = [n for n in names if n in existing]
+    counts: dict[str, int] = {}
+    if present:
+        for described in await admin.describe_topics(present):
+            if described.get("error_code", 0) == 0 and described.get("partitions"):
+                counts[described["topic"]] = len(described["partitions"])
+    return counts
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> int:
+    """Create missing topics; return the input topics' (common) partition count.
+
+    Existing input topics keep their partition count; they must all have the same one
+    (co-partitioned by position id). Missing inputs, decisions and dead letters get that
+    count (or `settings.partitions` when no input exists yet); the outcomes log gets one.
+    """
+    t = settings.topics
+    inputs = [t.signals, t.executions, t.closes]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        counts = await _partition_counts(admin, [*inputs, t.decisions, t.dead_letter, t.outcomes])
+        input_counts = {counts[n] for n in inputs if n in counts}
+        if len(input_counts) > 1:
+            raise TopicLayoutError(
+                f"input topics are not co-partitioned: {({n: counts.get(n) for n in inputs})}"
+            )
+        partitions = input_counts.pop() if input_counts else settings.partitions
+        if counts.get(t.outcomes, 1) != 1:
+            raise TopicLayoutError(f"{t.outcomes} must have exactly one partition, has {counts[t.outcomes]}")
+        wanted = {n: partitions for n in [*inputs, t.decisions, t.dead_letter]} | {t.outcomes: 1}
+        missing = [NewTopic(n, p, 1) for n, p in wanted.items() if n not in counts]
+        if missing:
+            log.info("creating topics %s", {m.name: m.num_partitions for m in missing})
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # a concurrent worker created it first: fine
+        return partitions
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        raise InfrastructureError(f"cannot prepare topics on {settings.kafka_bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()
