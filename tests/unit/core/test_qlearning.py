@@ -1,0 +1,201 @@
+"""Q-table, TD update, epsilon-greedy selection, propensities and the epsilon schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rl_worker.core.qlearning import (
+    DecisionRandom,
+    EpsilonSchedule,
+    QTable,
+    compute_propensities,
+    select_action,
+    td_update,
+)
+
+ALL4 = np.arange(4, dtype=np.intp)
+
+
+def table_with(rows: dict[str, list[float]]) -> QTable:
+    table = QTable(4)
+    for key, values in rows.items():
+        table.q_values[table.ensure_row(key)] = values
+    return table
+
+
+class TestTdUpdate:
+    def test_non_terminal_bootstraps_from_the_masked_max(self) -> None:
+        table = table_with({"s": [0.5, 0.2, 0.0, 0.0], "s'": [1.0, 3.0, 2.0, -1.0]})
+        # 3.0 at action 1 is masked in s': max over {0, 2} = 2.0
+        # target = 0.5 + 0.9 * 2.0 = 2.3; error = 2.3 - 0.2 = 2.1; Q = 0.2 + 0.1 * 2.1 = 0.41
+        error = td_update(table, "s", 1, 0.5, "s'", np.array([0, 2]), alpha=0.1, gamma=0.9)
+        assert error == pytest.approx(2.1, rel=1e-12)
+        assert table.row("s")[1] == pytest.approx(0.41, rel=1e-12)  # type: ignore[index]
+        assert table.row("s").tolist()[0] == 0.5  # type: ignore[union-attr]
+        assert table.visits[table.row_index("s")].tolist() == [0, 1, 0, 0]  # type: ignore[index]
+        assert table.row("s'").tolist() == [1.0, 3.0, 2.0, -1.0]  # type: ignore[union-attr]
+
+    def test_unmasked_max_differs(self) -> None:
+        table = table_with({"s": [0.5, 0.2, 0.0, 0.0], "s'": [1.0, 3.0, 2.0, -1.0]})
+        # target = 0.5 + 0.9 * 3.0 = 3.2; error 3.0
+        assert td_update(table, "s", 1, 0.5, "s'", ALL4, alpha=0.1, gamma=0.9) == pytest.approx(3.0)
+
+    def test_terminal_has_no_bootstrap(self) -> None:
+        table = table_with({"s": [0.5, 0.2, 0.0, 0.0], "s'": [1.0, 3.0, 2.0, -1.0]})
+        # target = 0.5; error = 0.3; Q = 0.2 + 0.1 * 0.3 = 0.23
+        error = td_update(table, "s", 1, 0.5, None, ALL4, alpha=0.1, gamma=0.9)
+        assert error == pytest.approx(0.3, rel=1e-12)
+        assert table.row("s")[1] == pytest.approx(0.23, rel=1e-12)  # type: ignore[index]
+
+    def test_unseen_next_state_counts_as_zero_and_is_not_created(self) -> None:
+        table = table_with({"s": [0.0, 0.0, -0.4, 0.0]})
+        # target = -1.0 + 0.99 * 0; error = -1.0 - (-0.4) = -0.6; Q = -0.4 + 0.5 * -0.6 = -0.7
+        error = td_update(table, "s", 2, -1.0, "never", ALL4, alpha=0.5, gamma=0.99)
+        assert error == pytest.approx(-0.6, rel=1e-12)
+        assert table.row("s")[2] == pytest.approx(-0.7, rel=1e-12)  # type: ignore[index]
+        assert table.row("never") is None
+        assert len(table) == 1
+
+    def test_unseen_state_starts_at_zero(self) -> None:
+        table = QTable(4)
+        # target = 2.0 + 0.5 * 0 (the next state is the new state itself, all zeros)
+        assert td_update(table, "new", 3, 2.0, "new", ALL4, alpha=0.25, gamma=0.5) == 2.0
+        assert table.row("new").tolist() == [0.0, 0.0, 0.0, 0.5]  # type: ignore[union-attr]
+        assert table.keys == ["new"]
+
+    def test_self_loop_reads_the_value_before_the_update(self) -> None:
+        table = table_with({"s": [1.0, 0.0, 0.0, 0.0]})
+        # target = 0 + 1.0 * max(1, 0, 0, 0) = 1.0; error = 1.0 - 1.0 = 0
+        assert td_update(table, "s", 0, 0.0, "s", ALL4, alpha=0.5, gamma=1.0) == 0.0
+        assert table.row("s")[0] == 1.0  # type: ignore[index]
+
+    def test_table_grows_and_keeps_its_rows(self) -> None:
+        table = QTable(3, capacity=2)
+        for k in range(5):
+            td_update(table, f"s{k}", k % 3, float(k + 1), None, np.arange(3), alpha=1.0, gamma=0.9)
+        assert table.keys == [f"s{k}" for k in range(5)]
+        assert table.q_values.shape[0] >= 5
+        q_values, visits = table.used()
+        assert q_values.tolist() == [
+            [1.0, 0.0, 0.0],
+            [0.0, 2.0, 0.0],
+            [0.0, 0.0, 3.0],
+            [4.0, 0.0, 0.0],
+            [0.0, 5.0, 0.0],
+        ]
+        assert visits.sum() == 5
+        assert table.max_value("s4", np.array([0, 2])) == 0.0
+        assert table.max_value("s4", np.arange(3)) == 5.0
+
+    def test_from_arrays(self) -> None:
+        table = QTable.from_arrays(["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]]), np.ones((2, 2), np.int64))
+        assert table.row("b").tolist() == [3.0, 4.0]  # type: ignore[union-attr]
+        assert table.row_index("a") == 0
+        assert len(table) == 2
+
+
+class TestPropensities:
+    def test_by_hand(self) -> None:
+        # greedy set {1, 2}: 0.2 / 4 + 0.8 / 2 = 0.45; others 0.2 / 4 = 0.05
+        probs = compute_propensities(np.array([1.0, 5.0, 5.0, 2.0]), ALL4, 0.2, 4)
+        assert probs.tolist() == pytest.approx([0.05, 0.45, 0.45, 0.05], rel=1e-12)
+
+    def test_masked_greedy_action_is_ignored(self) -> None:
+        # 5.0 at actions 1, 2 is masked; greedy within {0, 3} is 3: 0.1 + 0.8, and 0.1
+        probs = compute_propensities(np.array([1.0, 5.0, 5.0, 2.0]), np.array([0, 3]), 0.2, 4)
+        assert probs.tolist() == pytest.approx([0.1, 0.0, 0.0, 0.9], rel=1e-12)
+
+    def test_unseen_state_is_uniform_over_the_mask(self) -> None:
+        probs = compute_propensities(None, np.array([1, 2, 3]), 0.3, 5)
+        assert probs.tolist() == pytest.approx([0.0, 1 / 3, 1 / 3, 1 / 3, 0.0], rel=1e-12)
+
+
+def _q_rows(n: int) -> st.SearchStrategy[np.ndarray]:
+    # A few distinct values so that greedy ties are common, plus arbitrary floats.
+    values = st.one_of(st.sampled_from([-1.0, 0.0, 0.5, 2.0]), st.floats(-1e6, 1e6))
+    return st.lists(values, min_size=n, max_size=n).map(lambda v: np.array(v, dtype=np.float64))
+
+
+@st.composite
+def selection_cases(draw: st.DrawFn) -> tuple[np.ndarray | None, np.ndarray, float, int, int]:
+    n_actions = draw(st.sampled_from([2, 5, 40, 60]))
+    q_row = draw(st.none() | _q_rows(n_actions))
+    allowed = draw(st.sets(st.integers(0, n_actions - 1), min_size=1))
+    mask = np.array(sorted(allowed), dtype=np.intp)
+    epsilon = draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0))
+    seed = draw(st.integers(0, 2**63))
+    return q_row, mask, epsilon, n_actions, seed
+
+
+@given(selection_cases())
+def test_selection_and_propensities_agree(
+    case: tuple[np.ndarray | None, np.ndarray, float, int, int],
+) -> None:
+    q_row, mask, epsilon, n_actions, seed = case
+    probs = compute_propensities(q_row, mask, epsilon, n_actions)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+    masked = np.setdiff1d(np.arange(n_actions), mask)
+    assert (probs[masked] == 0.0).all()
+    assert (probs >= 0.0).all()
+    selection = select_action(q_row, mask, epsilon, np.random.default_rng(seed))
+    assert selection.action in mask
+    assert selection.propensity > 0.0
+    assert selection.propensity == probs[selection.action]
+    if epsilon == 0.0:
+        assert not selection.explored
+    if not selection.explored and q_row is not None:
+        assert q_row[selection.action] == q_row[mask].max()
+
+
+def test_selection_frequencies_match_propensities() -> None:
+    q_row = np.array([0.0, 2.0, 2.0, 1.0, 3.0, -1.0])
+    mask = np.array([0, 1, 2, 3, 5])  # the best action, 4, is masked
+    probs = compute_propensities(q_row, mask, 0.3, 6)
+    rng = np.random.Generator(np.random.PCG64(1234))
+    n = 20_000
+    counts = np.bincount([select_action(q_row, mask, 0.3, rng).action for _ in range(n)], minlength=6)
+    assert counts[4] == 0
+    stderr = np.sqrt(probs * (1 - probs) / n)
+    assert np.all(np.abs(counts / n - probs) <= 5 * stderr + 1e-9)
+
+
+class TestEpsilonSchedule:
+    def test_decay_and_floor(self) -> None:
+        schedule = EpsilonSchedule(start=0.1, minimum=0.01, decay=0.5)
+        assert [schedule(n) for n in range(5)] == pytest.approx([0.1, 0.05, 0.025, 0.0125, 0.01])
+        assert schedule(10_000) == 0.01
+        assert "0.5^n" in repr(schedule)
+
+    def test_defaults_reach_the_floor(self) -> None:
+        schedule = EpsilonSchedule(start=0.1, minimum=0.01, decay=0.9997)
+        assert schedule(1000) == pytest.approx(0.1 * 0.9997**1000)
+        assert schedule(7_675) == 0.01  # 0.1 * 0.9997^n falls below 0.01 near n = 7,674
+
+    def test_no_decay(self) -> None:
+        assert EpsilonSchedule(start=0.2, minimum=0.0, decay=1.0)(123) == 0.2
+
+
+class TestDecisionRandom:
+    def test_same_seed_and_id_redraw_the_same_numbers(self) -> None:
+        first = DecisionRandom(5)
+        a = first.generator("decision-1").random(4).tolist()
+        first.generator("something else").random(4)
+        again = first.generator("decision-1").random(4).tolist()
+        other_instance = DecisionRandom(5).generator("decision-1").random(4).tolist()
+        assert a == again == other_instance
+
+    def test_seed_and_id_both_matter(self) -> None:
+        draws = {
+            tuple(DecisionRandom(seed).generator(decision_id).random(2).tolist())
+            for seed, decision_id in [(5, "a"), (6, "a"), (5, "b"), (56, ""), (5, "6:")]
+        }
+        assert len(draws) == 5
+
+    def test_draws_look_uniform(self) -> None:
+        randoms = DecisionRandom(0)
+        firsts = np.array([randoms.generator(f"d{i}").random() for i in range(4000)])
+        assert 0.47 < firsts.mean() < 0.53
+        assert np.histogram(firsts, bins=4, range=(0, 1))[0].min() > 900
