@@ -52,10 +52,16 @@ def estimate_market_pressure(
 ) -> float:
     """Buy/sell pressure in [-1, 1].
 
-    From volumes when both are given and not both zero: (buy - sell) / (buy + sell).
+    From volumes when both are given, non-negative and not both zero: (buy - sell) / (buy + sell).
     Otherwise from prices: the signed efficiency ratio sum r / sum |r|.
     """
-    if buy_volume is not None and sell_volume is not None and buy_volume + sell_volume > 0:
+    if (
+        buy_volume is not None
+        and sell_volume is not None
+        and buy_volume >= 0.0
+        and sell_volume >= 0.0
+        and buy_volume + sell_volume > 0.0
+    ):
         return (buy_volume - sell_volume) / (buy_volume + sell_volume)
     path = math.fsum(abs(r) for r in returns)
     if path == 0.0:

@@ -102,13 +102,16 @@ class SnapshotInfo:
 
     def __init__(self, envelope: dict[str, Any]) -> None:
         body = envelope["body"]
-        self.schema_version: int = envelope["schema_version"]
-        self.library_version: str = envelope["library_version"]
-        self.outcomes_offset: int = body["outcomes_offset"]
-        self.n_updates: int = body["n_updates"]
-        self.config_fingerprint: str = body["config_fingerprint"]
-        self.meta_states = len(body["meta_table"]["keys"])
-        self.sizing_states = len(body["sizing_table"]["keys"])
+        try:
+            self.schema_version = int(envelope["schema_version"])
+            self.library_version = str(envelope["library_version"])
+            self.outcomes_offset = int(body["outcomes_offset"])
+            self.n_updates = int(body["n_updates"])
+            self.config_fingerprint = str(body["config_fingerprint"])
+            self.meta_states = len(body["meta_table"]["keys"])
+            self.sizing_states = len(body["sizing_table"]["keys"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"snapshot envelope is incomplete or malformed: {exc!r}") from exc
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -142,7 +145,8 @@ def decode_replica(data: bytes, config: CoreConfig | None = None) -> ModelReplic
         stored = CoreConfig.model_validate(body["config"])
         if config is not None and stored.fingerprint() != config.fingerprint():
             raise SnapshotError(
-                f"snapshot config {stored.fingerprint()} differs from the running config {config.fingerprint()}"
+                f"snapshot config {stored.fingerprint()} differs from "
+                f"the running config {config.fingerprint()}"
             )
         replica = ModelReplica(stored)
         replica.meta_table = _decode_table(body["meta_table"], replica.meta_table.n_actions)
