@@ -7,6 +7,7 @@ fills them from the environment. The core itself never reads the environment.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from typing import Annotated
 
@@ -31,8 +32,17 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _default_alignment() -> dict[str, tuple[str, ...]]:
+    return {
+        "TREND": ("dual_momentum",),
+        "BREAKOUT": ("breakout",),
+        "RANGE": ("mean_reversion",),
+        "MEAN_REVERSION": ("mean_reversion",),
+    }
+
+
 def _check_edges(value: tuple[float, ...]) -> tuple[float, ...]:
-    if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(value)):
         raise ValueError(f"bin edges must be strictly ascending, got {value}")
     return value
 
@@ -40,15 +50,15 @@ def _check_edges(value: tuple[float, ...]) -> tuple[float, ...]:
 class QLearningConfig(_Frozen):
     """Tabular Q-learning hyperparameters (shared by both agents)."""
 
-    alpha: float = Field(0.01, gt=0, le=1, description="learning rate of the TD update")
-    gamma: float = Field(0.99, ge=0, le=1, description="discount factor of the TD target")
-    epsilon_start: float = Field(0.1, ge=0, le=1, description="exploration rate before any update")
-    epsilon_min: float = Field(0.01, ge=0, le=1, description="floor of the decayed exploration rate")
+    alpha: float = Field(default=0.01, gt=0, le=1, description="learning rate of the TD update")
+    gamma: float = Field(default=0.99, ge=0, le=1, description="discount factor of the TD target")
+    epsilon_start: float = Field(default=0.1, ge=0, le=1, description="exploration rate before any update")
+    epsilon_min: float = Field(default=0.01, ge=0, le=1, description="floor of the decayed exploration rate")
     epsilon_decay: float = Field(
-        0.9997, gt=0, le=1, description="multiplied into epsilon once per applied outcome"
+        default=0.9997, gt=0, le=1, description="multiplied into epsilon once per applied outcome"
     )
     episode_length: int = Field(
-        50, ge=1, description="completed positions per episode; the last transition is terminal"
+        default=50, ge=1, description="completed positions per episode; the last transition is terminal"
     )
 
     @model_validator(mode="after")
@@ -86,24 +96,27 @@ class MarketConfig(_Frozen):
     """How the market tools turn price windows and trade history into features."""
 
     volatility_cap: float = Field(
-        0.03, gt=0, description="per-bar log-return std that maps to volatility 1.0"
+        default=0.03, gt=0, description="per-bar log-return std that maps to volatility 1.0"
     )
     trend_threshold: float = Field(
-        0.45, gt=0, le=1, description="efficiency ratio at or above which a window trends"
+        default=0.45, gt=0, le=1, description="efficiency ratio at or above which a window trends"
     )
     breakout_volatility: float = Field(
-        0.6, ge=0, le=1, description="scaled volatility at or above which a trend is a breakout"
+        default=0.6, ge=0, le=1, description="scaled volatility at or above which a trend is a breakout"
     )
     range_volatility: float = Field(
-        0.35, ge=0, le=1, description="scaled volatility at or below which a trendless window is a range"
+        default=0.35,
+        ge=0,
+        le=1,
+        description="scaled volatility at or below which a trendless window is a range",
     )
-    winrate_window: int = Field(20, ge=1, description="trades in the rolling win rate")
-    equity_window: int = Field(50, ge=2, description="equity points in the slope regression")
+    winrate_window: int = Field(default=20, ge=1, description="trades in the rolling win rate")
+    equity_window: int = Field(default=50, ge=2, description="equity points in the slope regression")
     slope_scale: float = Field(
-        0.01, gt=0, description="equity growth per trade (fraction) that maps to slope 1.0"
+        default=0.01, gt=0, description="equity growth per trade (fraction) that maps to slope 1.0"
     )
     health_zero_drawdown: float = Field(
-        0.2, gt=0, le=1, description="drawdown from the equity peak at which account health is 0"
+        default=0.2, gt=0, le=1, description="drawdown from the equity peak at which account health is 0"
     )
 
 
@@ -115,19 +128,18 @@ class RewardConfig(_Frozen):
     meta_alignment_weight: float = 0.15
     size_risk_weight: float = 0.4
     size_volatility_weight: float = 0.1
-    sharpe_window: int = Field(20, ge=2, description="recent trades whose pnl spread scales sharpe_signal")
-    sharpe_floor: float = Field(0.5, gt=0, description="lowest pnl spread (percent) used by sharpe_signal")
-    sharpe_clip: float = Field(3.0, gt=0, description="sharpe_signal is clipped to [-clip, clip]")
+    sharpe_window: int = Field(
+        default=20, ge=2, description="recent trades whose pnl spread scales sharpe_signal"
+    )
+    sharpe_floor: float = Field(
+        default=0.5, gt=0, description="lowest pnl spread (percent) used by sharpe_signal"
+    )
+    sharpe_clip: float = Field(default=3.0, gt=0, description="sharpe_signal is clipped to [-clip, clip]")
     risk_reference_leverage: float = Field(
-        5.0, gt=0, description="size_multiplier*leverage at which risk_penalty equals the drawdown"
+        default=5.0, gt=0, description="size_multiplier*leverage at which risk_penalty equals the drawdown"
     )
     aligned_strategies: dict[str, tuple[str, ...]] = Field(
-        default_factory=lambda: {
-            "TREND": ("dual_momentum",),
-            "BREAKOUT": ("breakout",),
-            "RANGE": ("mean_reversion",),
-            "MEAN_REVERSION": ("mean_reversion",),
-        },
+        default_factory=_default_alignment,
         description="strategies that regime_alignment counts as native to each regime",
     )
 
@@ -140,8 +152,8 @@ class RewardConfig(_Frozen):
 class RiskLimits(_Frozen):
     """Configured maxima for sizing decisions; per-event limits can only tighten them."""
 
-    max_size_multiplier: float = Field(1.0, gt=0, description="largest size multiplier ever chosen")
-    max_leverage: float = Field(10.0, gt=0, description="largest leverage ever chosen")
+    max_size_multiplier: float = Field(default=1.0, gt=0, description="largest size multiplier ever chosen")
+    max_leverage: float = Field(default=10.0, gt=0, description="largest leverage ever chosen")
 
     @model_validator(mode="after")
     def _something_allowed(self) -> RiskLimits:
@@ -174,7 +186,7 @@ def _default_regime_mask() -> dict[str, tuple[str, ...]]:
 class CoreConfig(_Frozen):
     """Everything the pure core needs; a replica's behaviour is a function of this and its log."""
 
-    seed: int = Field(0, ge=0, description="model seed; exploration draws use (seed, decision_id)")
+    seed: int = Field(default=0, ge=0, description="model seed; exploration draws use (seed, decision_id)")
     qlearning: QLearningConfig = QLearningConfig()
     meta_bins: MetaBins = MetaBins()
     sizing_bins: SizingBins = SizingBins()

@@ -6,6 +6,7 @@ per-call overhead; every function is deterministic to the bit for the same input
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ __all__ = [
 
 
 def _log_returns(prices: Sequence[float]) -> list[float]:
-    return [math.log(b / a) for a, b in zip(prices, prices[1:], strict=False)]
+    return [math.log(b / a) for a, b in itertools.pairwise(prices)]
 
 
 def estimate_volatility(returns: Sequence[float], cap: float) -> float:
