@@ -19,6 +19,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 from prometheus_client import generate_latest
 
+from rl_worker.core.snapshot import encode_replica
 from rl_worker.settings import Settings
 from rl_worker.stream.checkpoints import CheckpointStore, RedisCheckpointStore
 from rl_worker.stream.runtime import WorkerRuntime, dead_letter_headers, now_ms
@@ -216,6 +217,11 @@ def create_app(
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(runtime.metrics.registry), content_type="text/plain; version=0.0.4")
+
+    @app.page("/snapshot")
+    async def snapshot(web: Any, request: Any) -> Any:
+        """The replica as checkpoint bytes, as of now: for operators and the replay tests."""
+        return web.bytes(encode_replica(runtime.replica), content_type="application/json")
 
     app.rl_runtime = runtime  # type: ignore[attr-defined]
     return app, runtime

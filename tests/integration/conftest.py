@@ -1,0 +1,58 @@
+"""Fixtures: one embedded broker per session (or Apache Kafka), the machine's Redis, per-test stacks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.harness import EmbeddedBroker, Stack
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("RL_TEST_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("broker") / "broker.log")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("RL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Redis is required at {url} and does not answer: {exc}")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def stack_factory(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[type[Stack] | object]:
+    stacks: list[Stack] = []
+
+    def make(**extra_env: str) -> Stack:
+        workdir = tmp_path / f"stack{len(stacks)}"
+        workdir.mkdir()
+        stack = Stack(kafka_bootstrap, redis_url, workdir, extra_env=extra_env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    client = redis.Redis.from_url(redis_url)
+    for stack in stacks:
+        stack.stop_all()
+        for key in client.scan_iter(f"rl_worker:{stack.app_id}:*"):
+            client.delete(key)
+    client.close()

