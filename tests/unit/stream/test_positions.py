@@ -1,0 +1,105 @@
+"""The position join without a broker: any arrival order, duplicates, redeliveries, conflicts."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from rl_worker.contract import InvalidEventError, decode_event
+from rl_worker.core import CoreConfig, ModelReplica, Outcome
+from rl_worker.stream.positions import PositionJoiner
+from tests import factories as f
+
+TOPICS = ("signals", "executions", "closes")
+
+
+def events_of(pid: str, seed: int = 0, **execution_extra: object) -> dict[str, object]:
+    rng = np.random.default_rng(seed)
+    raw = {
+        "signals": f.signal(pid, rng),
+        "executions": f.execution(pid, rng, **execution_extra),
+        "closes": f.close(pid, rng),
+    }
+    return {topic: decode_event(f.encode(event)) for topic, event in raw.items()}
+
+
+def joiner() -> PositionJoiner:
+    return PositionJoiner(ModelReplica(CoreConfig()), "rl", lambda: 1_000)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(TOPICS)))
+def test_any_order_gives_one_meta_one_sizing_one_outcome(order: tuple[str, ...]) -> None:
+    j = joiner()
+    events = events_of("p1")
+    row = None
+    emitted = []
+    for offset, topic in enumerate(order):
+        result = j.handle(row, events[topic], (topic, 0, offset))
+        assert result.status == "applied"
+        row = result.row
+        emitted.extend(result.emits)
+    kinds = sorted(e.kind for e in emitted)
+    assert kinds == ["decision", "decision", "outcome"]
+    agents = sorted(json.loads(e.value)["agent"] for e in emitted if e.kind == "decision")
+    assert agents == ["meta", "sizing"]
+    outcome = Outcome.model_validate_json(next(e.value for e in emitted if e.kind == "outcome"))
+    assert outcome.position_id == "p1"
+    sizing = next(json.loads(e.value) for e in emitted if e.kind == "decision" and b'"sizing"' in e.value)
+    assert sizing["source"]["topic"] == "executions"  # even when decided on the signal's arrival
+
+
+def test_duplicate_changes_nothing_and_redelivery_reemits_the_same_bytes() -> None:
+    j = joiner()
+    events = events_of("p1")
+    first = j.handle(None, events["signals"], ("signals", 0, 5))
+    assert [e.kind for e in first.emits] == ["decision"]
+    duplicate = j.handle(first.row, events["signals"], ("signals", 0, 9))
+    assert duplicate.status == "duplicate" and duplicate.emits == []
+    redelivered = j.handle(first.row, events["signals"], ("signals", 0, 5))
+    assert redelivered.status == "redelivered"
+    assert [e.value for e in redelivered.emits] == [e.value for e in first.emits]
+
+
+def test_redelivered_signal_reemits_the_sizing_decision_it_triggered() -> None:
+    j = joiner()
+    events = events_of("p1")
+    row = j.handle(None, events["executions"], ("executions", 1, 3)).row
+    on_signal = j.handle(row, events["signals"], ("signals", 1, 4))
+    assert len(on_signal.emits) == 2
+    again = j.handle(on_signal.row, events["signals"], ("signals", 1, 4))
+    assert [e.value for e in again.emits] == [e.value for e in on_signal.emits]
+    # the execution's own redelivery emitted nothing the first time, so it re-emits nothing
+    assert j.handle(on_signal.row, events["executions"], ("executions", 1, 3)).emits == []
+
+
+def test_a_different_second_signal_is_a_conflict() -> None:
+    j = joiner()
+    events = events_of("p1")
+    row = j.handle(None, events["signals"], ("signals", 0, 1)).row
+    other = events["signals"].model_copy(update={"event_id": "another"})
+    with pytest.raises(InvalidEventError) as info:
+        j.handle(row, other, ("signals", 0, 2))
+    assert info.value.kind == "ConflictingEvent"
+    other_symbol = events["closes"].model_copy(update={"symbol": "ETHUSDT"})
+    with pytest.raises(InvalidEventError):
+        j.handle(row, other_symbol, ("closes", 0, 3))
+
+
+def test_execution_whose_limits_admit_no_action_is_rejected_before_it_is_stored() -> None:
+    j = joiner()
+    events = events_of("p1", max_leverage=0.5)
+    with pytest.raises(InvalidEventError) as info:
+        j.handle(None, events["executions"], ("executions", 0, 0))
+    assert info.value.kind == "NoAllowedAction"
+
+
+def test_sizing_respects_the_tighter_of_event_and_config_limits() -> None:
+    j = joiner()
+    events = events_of("p1", max_leverage=3.0, max_size_multiplier=5.0)
+    row = j.handle(None, events["signals"], ("signals", 0, 0)).row
+    sizing = json.loads(j.handle(row, events["executions"], ("executions", 0, 0)).emits[0].value)
+    assert sizing["action"]["leverage"] <= 3
+    assert sizing["limits"] == {"max_size_multiplier": 1.0, "max_leverage": 3.0}
