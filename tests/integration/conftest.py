@@ -12,11 +12,34 @@ import redis
 from tests.integration.harness import EmbeddedBroker, Stack
 
 
+def use_docker() -> bool:
+    """RL_TEST_DOCKER=1: Apache Kafka and Redis from testcontainers (fail if no engine);
+    RL_TEST_DOCKER=0: the embedded broker and local Redis; unset: Docker when an engine answers."""
+    wanted = os.environ.get("RL_TEST_DOCKER")
+    if wanted == "0":
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:  # no engine: any of several docker/requests errors
+        if wanted == "1":
+            pytest.fail(f"RL_TEST_DOCKER=1 but no Docker engine answers: {exc}")
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     configured = os.environ.get("RL_TEST_KAFKA_BOOTSTRAP")
     if configured:
         yield configured
+        return
+    if use_docker():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
         return
     broker = EmbeddedBroker(tmp_path_factory.mktemp("broker") / "broker.log")
     try:
@@ -26,7 +49,14 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url() -> Iterator[str]:
+    if "RL_TEST_REDIS_URL" not in os.environ and use_docker():
+        from testcontainers.community.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+        return
     url = os.environ.get("RL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
@@ -35,7 +65,7 @@ def redis_url() -> str:
         pytest.fail(f"Redis is required at {url} and does not answer: {exc}")
     finally:
         client.close()
-    return url
+    yield url
 
 
 @pytest.fixture
