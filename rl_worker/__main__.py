@@ -37,7 +37,7 @@ def main() -> None:
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     partitions = settings.partitions
-    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker" and not {"-h", "--help"} & set(sys.argv):
         partitions = _prepare_topics(settings)
     from rl_worker.cli import register_commands
     from rl_worker.stream.app import create_app

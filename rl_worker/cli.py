@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import faust
+from faust.cli import option
 
 from rl_worker.settings import Settings
 
@@ -11,3 +15,46 @@ __all__ = ["register_commands"]
 
 def register_commands(app: faust.App, settings: Settings) -> None:
     """Attach the operator commands to the app."""
+
+    @app.command(
+        option("--positions", type=int, default=5000, show_default=True, help="positions to trade"),
+        option("--seed", type=int, default=7, show_default=True, help="market seed"),
+        option("--in-flight", type=int, default=32, show_default=True, help="positions open at once"),
+    )
+    async def simulate(self: Any, positions: int, seed: int, in_flight: int) -> None:
+        """Run the synthetic trading stack against the workers on the configured topics."""
+        from rl_worker.synthetic_stack import run_simulation
+
+        def report(progress: Any) -> None:
+            if progress.closed % 500 == 0 or progress.closed == progress.target:
+                snap = progress.report.snapshot()
+                self.say(
+                    f"{progress.closed}/{progress.target} closed, fraction {snap.fraction:.1%}, "
+                    f"reward {snap.mean_reward:+.3f}, strategies {snap.most_chosen_strategy}"
+                )
+
+        await run_simulation(settings, positions, seed=seed, in_flight=in_flight, on_progress=report)
+
+    @app.command(
+        option("--positions", type=int, default=4000, show_default=True, help="positions to trade"),
+        option("--seed", type=int, default=7, show_default=True, help="market seed"),
+        option("--workers", type=int, default=2, show_default=True, help="worker processes in the group"),
+        option("--out", type=str, default="out", show_default=True, help="folder for the PNG and logs"),
+        option("--no-live", is_flag=True, default=False, help="print a summary instead of a live table"),
+    )
+    async def demo(self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool) -> None:
+        """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
+        from rl_worker.demo import run_demo
+
+        result = await run_demo(positions, seed, workers, Path(out), live=not no_live)
+        snap = result.progress.report.snapshot()
+        self.say(
+            f"done: {result.progress.closed} positions in {result.progress.elapsed_s:.1f} s; "
+            f"share of the best reward above random over the last {result.progress.report.window}: "
+            f"{snap.fraction:.1%}"
+        )
+        self.say(f"learning curves: {result.png.resolve()}")
+        self.say(
+            f"checkpoint: {result.redis_url} key {result.namespace}:ckpt:{result.checkpoint_offset} "
+            f"(latest pointer {result.namespace}:ckpt:latest)"
+        )

@@ -1,0 +1,268 @@
+"""The main job in one command: services, two workers, the synthetic stack, live progress, a PNG.
+
+With nothing configured it starts the embedded broker and uses the Redis on 127.0.0.1:6379
+(starting a private redis-server when none answers); with RL_KAFKA_BOOTSTRAP / RL_REDIS_URL
+set it uses those. Demo topics carry a per-run prefix, so a demo never writes into a real
+trading stack's topics. Everything it started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from rl_worker.services import EmbeddedBroker, LocalRedis, free_port, redis_answers
+from rl_worker.settings import CheckpointSettings, Settings, TopicNames
+from rl_worker.sim.demo_config import demo_core_config
+from rl_worker.synthetic_stack import SimulationProgress, run_simulation
+
+__all__ = ["DemoResult", "run_demo"]
+
+console = Console()
+
+
+@dataclass
+class DemoResult:
+    progress: SimulationProgress
+    png: Path
+    redis_url: str
+    namespace: str
+    checkpoint_offset: int | None
+    health: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def demo_services(workdir: Path) -> Iterator[tuple[str, str]]:
+    """(bootstrap, redis url): the configured ones, else started here (and stopped on exit)."""
+    started: list[Any] = []
+    try:
+        bootstrap = os.environ.get("RL_KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            broker = EmbeddedBroker(workdir / "broker.log")
+            started.append(broker)
+            bootstrap = broker.bootstrap
+            console.print(f"embedded broker (tansu) on {bootstrap}")
+        redis_url = os.environ.get("RL_REDIS_URL")
+        if not redis_url:
+            redis_url = "redis://127.0.0.1:6379/0"
+            if not redis_answers(redis_url):
+                local = LocalRedis()
+                local.start()
+                started.append(local)
+                redis_url = local.url
+                console.print(f"started redis-server on {redis_url}")
+        yield bootstrap, redis_url
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+class WorkerProcesses:
+    def __init__(self, settings: Settings, count: int, workdir: Path) -> None:
+        self.ports = [free_port() for _ in range(count)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs = [workdir / f"worker-{i}.log" for i in range(count)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
+        env |= {
+            "RL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "RL_REDIS_URL": settings.redis_url.get_secret_value(),
+            "RL_APP_ID": settings.app_id,
+            "RL_TOPICS": settings.topics.model_dump_json(),
+            "RL_CORE": settings.core.model_dump_json(),
+            "RL_CHECKPOINT": settings.checkpoint.model_dump_json(),
+            "RL_LOG_LEVEL": "WARNING",
+        }
+        for i, port in enumerate(self.ports):
+            worker_env = env | {"RL_WEB_PORT": str(port), "RL_DATA_DIR": str(workdir / f"data-{i}")}
+            with open(self.logs[i], "ab") as log_file:
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "rl_worker", "worker", "-l", "warning"],
+                        env=worker_env,
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                        cwd=workdir,
+                    )
+                )
+
+    def health(self, i: int) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/health", timeout=2) as r:  # noqa: S310
+                return dict(json.loads(r.read()))
+        except OSError:
+            return None
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for i, process in enumerate(self.processes):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker {i} exited; see {self.logs[i]}")
+                health = self.health(i)
+                if health and health["ready"]:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {i} not ready; see {self.logs[i]}")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def _live_table(progress: SimulationProgress, health: dict[str, Any] | None) -> Table:
+    snap = progress.report.snapshot()
+    table = Table(title="rl_worker demo: two workers learning from a synthetic trading stack", show_header=False)
+    table.add_column(style="bold cyan")
+    table.add_column()
+    rate = progress.decisions / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+    table.add_row("positions closed", f"{progress.closed} / {progress.target}")
+    table.add_row("decisions / s", f"{rate:,.0f}")
+    if health:
+        table.add_row("epsilon", f"{health['epsilon']:.4f}")
+        table.add_row("Q-table states", f"meta {health['q_states']['meta']}, sizing {health['q_states']['sizing']}")
+        table.add_row("model version", str(health["model_version"]))
+    table.add_row(f"rolling reward ({progress.report.window})", f"{snap.mean_reward:+.3f}")
+    table.add_row(
+        "share of best reward above random",
+        f"{snap.fraction:.1%}  (meta {snap.meta_fraction:.1%}, sizing {snap.sizing_fraction:.1%})",
+    )
+    per_regime = ", ".join(f"{r}: {s}" for r, s in sorted(snap.most_chosen_strategy.items()))
+    table.add_row("most-chosen strategy per regime", per_regime or "-")
+    return table
+
+
+def plot_learning(progress: SimulationProgress, health_log: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    xs = [c["positions"] for c in progress.curve]
+    ax = axes[0]
+    ax.plot(xs, [c["fraction"] for c in progress.curve], label="both agents", linewidth=2)
+    ax.plot(xs, [c["meta_fraction"] for c in progress.curve], label="meta agent", alpha=0.7)
+    ax.plot(xs, [c["sizing_fraction"] for c in progress.curve], label="sizing agent", alpha=0.7)
+    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.axhline(0.5, color="green", linewidth=0.8, linestyle="--", label="50 % target")
+    ax.set(title="Share of the best expected reward above random", xlabel="positions closed", ylabel="fraction")
+    ax.legend(loc="lower right")
+    ax = axes[1]
+    ax.plot(xs, [c["mean_reward"] for c in progress.curve], color="tab:purple")
+    ax.set(title=f"Rolling mean expected reward ({progress.report.window} positions)", xlabel="positions closed")
+    ax = axes[2]
+    hx = [h["closed"] for h in health_log]
+    ax.plot(hx, [h["q_states"]["meta"] for h in health_log], label="meta states")
+    ax.plot(hx, [h["q_states"]["sizing"] for h in health_log], label="sizing states")
+    ax.set(title="Q-table growth and epsilon", xlabel="positions closed", ylabel="states")
+    ax.legend(loc="upper left")
+    twin = ax.twinx()
+    twin.plot(hx, [h["epsilon"] for h in health_log], color="tab:red", linestyle="--", label="epsilon")
+    twin.set_ylabel("epsilon", color="tab:red")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+async def run_demo(positions: int, seed: int, workers: int, out_dir: Path, live: bool = True) -> DemoResult:
+    run = time.strftime("%Y%m%d-%H%M%S")
+    workdir = out_dir / f"demo-{run}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with demo_services(workdir) as (bootstrap, redis_url):
+        prefix = f"demo-{run}"
+        settings = Settings(
+            kafka_bootstrap=bootstrap,
+            redis_url=redis_url,
+            app_id=f"rl-{prefix}",
+            topics=TopicNames(
+                signals=f"{prefix}.trading.signals",
+                executions=f"{prefix}.trading.executions",
+                closes=f"{prefix}.trading.closes",
+                decisions=f"{prefix}.rl.decisions",
+                dead_letter=f"{prefix}.rl.dead-letter",
+                outcomes=f"{prefix}.rl.outcomes",
+            ),
+            core=demo_core_config(),
+            checkpoint=CheckpointSettings(every_outcomes=500, interval_s=5.0),
+        )
+        from rl_worker.stream.topics import ensure_topics
+
+        await ensure_topics(settings)
+        procs = WorkerProcesses(settings, workers, workdir)
+        try:
+            await asyncio.to_thread(procs.wait_ready)
+            console.print(f"{workers} workers ready (app id {settings.app_id}); simulating {positions} positions")
+            health_log: list[dict[str, Any]] = []
+            latest: dict[str, Any] = {"health": None, "polled": 0.0}
+
+            def on_progress(progress: SimulationProgress) -> None:
+                now = time.monotonic()
+                if now - latest["polled"] >= 0.5 or progress.closed == progress.target:
+                    latest["polled"] = now
+                    health = procs.health(0)
+                    if health:
+                        latest["health"] = health
+                        health_log.append(health | {"closed": progress.closed})
+                if display is not None:
+                    display.update(_live_table(progress, latest["health"]))
+
+            display: Live | None = None
+            if live:
+                display = Live(console=console, refresh_per_second=4, transient=False)
+                display.start()
+            try:
+                progress = await run_simulation(settings, positions, seed=seed, on_progress=on_progress)
+            finally:
+                if display is not None:
+                    display.stop()
+            final = await asyncio.to_thread(_wait_applied, procs, positions)
+            health_log.append(final | {"closed": progress.closed})
+            png = workdir / "learning.png"
+            plot_learning(progress, health_log, png)
+        finally:
+            procs.stop()
+        from rl_worker.stream.checkpoints import RedisCheckpointStore
+
+        store = RedisCheckpointStore(redis_url, settings.redis_namespace)
+        try:
+            checkpoint = await store.latest_offset()
+        finally:
+            await store.close()
+        if not live:
+            console.print(_live_table(progress, final))
+        return DemoResult(progress, png, redis_url, settings.redis_namespace, checkpoint, health_log)
+
+
+def _wait_applied(procs: WorkerProcesses, positions: int, timeout_s: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        health = procs.health(0) or health
+        if health and health["outcomes_applied"] >= positions:
+            break
+        time.sleep(0.2)
+    return health
