@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -77,3 +78,40 @@ def test_every_valid_event_gets_exactly_one_decision(stack_factory: Any) -> None
     assert len(outcomes) == n and set(positions) == set(events)
     health = worker.wait_model_version(n)
     assert health["outcomes_applied"] == n
+
+
+def test_incomplete_positions_expire_and_are_counted(stack_factory: Any) -> None:
+    stack = stack_factory(RL_POSITION_TTL_S="1", RL_COMPLETED_RETENTION_S="600", RL_EXPIRY_INTERVAL_S="0.5")
+    worker = stack.start_worker()
+    worker.wait_ready()
+    rng = np.random.default_rng(4)
+    lonely, complete = f"{stack.uid}-lonely", f"{stack.uid}-complete"
+    run(
+        produce(
+            stack.bootstrap,
+            [
+                (stack.signals, lonely.encode(), f.encode(f.signal(lonely, rng))),
+                (stack.signals, complete.encode(), f.encode(f.signal(complete, rng))),
+                (stack.executions, complete.encode(), f.encode(f.execution(complete, rng))),
+                (stack.closes, complete.encode(), f.encode(f.close(complete, rng))),
+            ],
+        )
+    )
+    worker.wait_model_version(1)
+    deadline = time.monotonic() + 20
+    metrics = ""
+    while time.monotonic() < deadline:
+        metrics = worker.get("/metrics").decode()
+        if 'rl_positions_expired_total{stage="incomplete"} 1.0' in metrics:
+            break
+        time.sleep(0.3)
+    assert 'rl_positions_expired_total{stage="incomplete"} 1.0' in metrics
+    # the completed position is kept (retention 600 s), so a late duplicate close changes nothing
+    assert 'rl_positions_expired_total{stage="completed"}' not in metrics
+    run(produce(stack.bootstrap, [(stack.closes, complete.encode(), f.encode(f.close(complete, rng)))]))
+    decisions = run(read_topic(stack.bootstrap, stack.decisions, expect=3))
+    assert len(decisions) == 3
+    time.sleep(1.0)
+    metrics = worker.get("/metrics").decode()
+    assert f'rl_events_total{{status="duplicate",topic="{stack.closes}"}} 1.0' in metrics
+    assert worker.health()["outcomes_applied"] == 1
