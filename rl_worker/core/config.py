@@ -95,9 +95,7 @@ class SizingBins(_Frozen):
 class MarketConfig(_Frozen):
     """How the market tools turn price windows and trade history into features."""
 
-    volatility_cap: float = Field(
-        default=0.03, gt=0, description="per-bar log-return std that maps to volatility 1.0"
-    )
+    volatility_cap: float = Field(default=0.03, gt=0, description="per-bar log-return std that maps to volatility 1.0")
     trend_threshold: float = Field(
         default=0.45, gt=0, le=1, description="efficiency ratio at or above which a window trends"
     )
@@ -128,12 +126,8 @@ class RewardConfig(_Frozen):
     meta_alignment_weight: float = 0.15
     size_risk_weight: float = 0.4
     size_volatility_weight: float = 0.1
-    sharpe_window: int = Field(
-        default=20, ge=2, description="recent trades whose pnl spread scales sharpe_signal"
-    )
-    sharpe_floor: float = Field(
-        default=0.5, gt=0, description="lowest pnl spread (percent) used by sharpe_signal"
-    )
+    sharpe_window: int = Field(default=20, ge=2, description="recent trades whose pnl spread scales sharpe_signal")
+    sharpe_floor: float = Field(default=0.5, gt=0, description="lowest pnl spread (percent) used by sharpe_signal")
     sharpe_clip: float = Field(default=3.0, gt=0, description="sharpe_signal is clipped to [-clip, clip]")
     risk_reference_leverage: float = Field(
         default=5.0, gt=0, description="size_multiplier*leverage at which risk_penalty equals the drawdown"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ def estimate_volatility(returns: Sequence[float], cap: float) -> float:
     if n < 2:
         return 0.0
     mean = math.fsum(returns) / n
-    var = math.fsum((r - mean) ** 2 for r in returns) / (n - 1)
+    var = math.fsum([(r - mean) * (r - mean) for r in returns]) / (n - 1)
     return min(1.0, math.sqrt(var) / cap)
 
 
@@ -132,33 +133,144 @@ class WinRateTracker:
         return list(self._outcomes)
 
 
-class EquityCurve:
-    """Recent equity points, the all-time peak, and the slope and health derived from them."""
+_UNIT_ROUNDOFF = 2.0**-53
+_TINY = 2.0**-1070
 
-    __slots__ = ("_config", "_points", "peak")
+
+class EquityCurve:
+    """Recent equity points, the all-time peak, and the slope and health derived from them.
+
+    The slope is recomputed at most once per recorded point. Besides the points the curve
+    keeps exact integer sums (sum y, sum i*y, in units of 2**-scale_bits, the finest step
+    of any point so far), updated in O(1) per point: they bound the slope tightly enough to
+    tell its bin (see `slope_bin`) without the O(window) sums.
+    """
+
+    __slots__ = (
+        "_config",
+        "_exact_points",
+        "_high",
+        "_low",
+        "_points",
+        "_scale_bits",
+        "_slope",
+        "_sum",
+        "_weighted",
+        "peak",
+    )
 
     def __init__(self, config: MarketConfig, points: Sequence[float] = (), peak: float = 0.0) -> None:
         self._config = config
-        self._points: deque[float] = deque(points, maxlen=config.equity_window)
+        self._points: deque[float] = deque(maxlen=config.equity_window)
+        self._exact_points: deque[int] = deque(maxlen=config.equity_window)  # points * 2**scale_bits
+        self._scale_bits = 0
+        self._sum = 0  # exact sum of the window's points, times 2**scale_bits
+        self._weighted = 0  # exact sum of i * point_i (i = 0 for the oldest), times 2**scale_bits
+        # Bounds of every point ever in the window (for the error bound of `_slope_interval`).
+        self._high = max(peak, 0.0)
+        self._low = math.inf
+        self._slope: float | None = None
         self.peak = peak
+        for point in points:
+            self._append(point)
+
+    def _append(self, equity: float) -> None:
+        # A finite float is a dyadic rational: numerator / 2**bits.
+        numerator, denominator = equity.as_integer_ratio()
+        bits = denominator.bit_length() - 1
+        if bits > self._scale_bits:  # a finer point: rescale everything, exactly
+            shift = bits - self._scale_bits
+            self._sum <<= shift
+            self._weighted <<= shift
+            self._exact_points = deque((e << shift for e in self._exact_points), maxlen=self._points.maxlen)
+            self._scale_bits = bits
+        exact = numerator << (self._scale_bits - bits)
+        exact_points = self._exact_points
+        n = len(exact_points)
+        if n == exact_points.maxlen:
+            # The oldest point leaves and every index drops by one:
+            # sum_{i>=1} (i - 1) y_i = sum_{i>=1} i y_i - sum_{i>=1} y_i.
+            self._sum -= exact_points[0]
+            self._weighted -= self._sum
+            n -= 1
+        self._sum += exact
+        self._weighted += n * exact
+        exact_points.append(exact)
+        self._points.append(equity)
+        if equity > self._high:
+            self._high = equity
+        if equity < self._low:
+            self._low = equity
+        self._slope = None
 
     def record(self, equity: float) -> None:
-        self._points.append(equity)
+        self._append(equity)
         if equity > self.peak:
             self.peak = equity
 
     @property
     def slope(self) -> float:
         """Least-squares slope per trade, as a fraction of mean equity, over slope_scale, in [-1, 1]."""
-        n = len(self._points)
+        slope = self._slope
+        if slope is None:
+            slope = self._slope = self._compute_slope()
+        return slope
+
+    def _compute_slope(self) -> float:
+        points = self._points
+        n = len(points)
         if n < 2:
             return 0.0
         mean_x = (n - 1) / 2.0
-        mean_y = math.fsum(self._points) / n
-        cov = math.fsum((i - mean_x) * (y - mean_y) for i, y in enumerate(self._points))
+        mean_y = math.fsum(points) / n
+        cov = math.fsum([(i - mean_x) * (y - mean_y) for i, y in enumerate(points)])
         var = n * (n * n - 1) / 12.0
         relative = cov / var / mean_y
         return max(-1.0, min(1.0, relative / self._config.slope_scale))
+
+    def slope_bin(self, edges: Sequence[float]) -> int:
+        """`bisect_right(edges, self.slope)`, mostly without computing the slope itself.
+
+        The exact sums give the true (real-number) slope to a few ulps; `slope` computes it
+        in floats, off by at most a small bound. When no edge lies within the two errors of
+        the estimate, the bin is known; otherwise the slope is computed.
+        """
+        if not edges:
+            return 0
+        if self._slope is None and len(self._points) >= 2:
+            interval = self._slope_interval()
+            if interval is not None:
+                low = bisect_right(edges, interval[0])
+                if low == bisect_right(edges, interval[1]):
+                    return low
+        return bisect_right(edges, self.slope)
+
+    def _slope_interval(self) -> tuple[float, float] | None:
+        """An interval of [-1, 1] that contains `slope`, or None outside the analysed range.
+
+        slope = 12 C / ((n^2 - 1) S scale), C = sum (i - mean_i) y_i, S = sum y_i, exactly;
+        the float computation is off by at most ~2u A high / D + ~8u |slope| (u = 2**-53,
+        A = sum |i - mean_i| <= n^2 / 4, high >= every point, D = var * mean * scale), as
+        the terms (i - mean_i)(y_i - mean_y) sum exactly to C. The margin is 64u (...) plus
+        room for subnormal results.
+        """
+        n = len(self._points)
+        high, low = self._high, self._low
+        if not (1e-150 < low and high < 1e150):
+            return None
+        total = self._sum
+        twice_cov = 2 * self._weighted - (n - 1) * total
+        scale = self._config.slope_scale
+        estimate = 6.0 * (twice_cov / total) / ((n * n - 1) * scale)
+        denominator = n * (n * n - 1) / 12.0 * (total / (n << self._scale_bits)) * scale
+        if not 1e-200 < denominator < 1e200:
+            return None
+        margin = (
+            64.0 * _UNIT_ROUNDOFF * (n * n / 4.0 * high / denominator + abs(estimate))
+            + (n * n * n + 64) * _TINY / denominator
+            + 1e-300
+        )
+        return max(-1.0, min(1.0, estimate - margin)), max(-1.0, min(1.0, estimate + margin))
 
     @property
     def health(self) -> float:

@@ -12,42 +12,102 @@ propensity of action a in state s is
     pi(a|s) = epsilon / |A| + (1 - epsilon) / |G|   if a in G (greedy set within the mask A)
             = epsilon / |A|                         if a in A \\ G
             = 0                                     if a is masked.
+
+The hot paths (one TD update per agent per outcome, one selection per decision) work on
+plain Python lists: on rows of 40-60 values a numpy call costs more than the arithmetic.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from rl_worker.core.actions import ActionMask
 from rl_worker.core.types import FloatArray
 
 __all__ = [
     "DecisionRandom",
+    "DecisionStream",
     "EpsilonSchedule",
     "QTable",
     "Selection",
+    "UniformSource",
     "compute_propensities",
     "select_action",
+    "select_greedy",
     "td_update",
 ]
 
 IndexArray = npt.NDArray[np.intp]
+Mask = IndexArray | ActionMask
+
+
+_MASKS_BY_BYTES: dict[bytes, ActionMask] = {}
+
+
+def _as_action_mask(mask: Mask) -> ActionMask:
+    """An index array as an ActionMask, cached by content (callers pass a handful of masks)."""
+    if isinstance(mask, ActionMask):
+        return mask
+    indices = np.asarray(mask, dtype=np.intp)
+    content = indices.tobytes()
+    cached = _MASKS_BY_BYTES.get(content)
+    if cached is None:
+        if len(_MASKS_BY_BYTES) >= 1024:
+            _MASKS_BY_BYTES.clear()
+        frozen = indices.copy()
+        frozen.flags.writeable = False
+        cached = _MASKS_BY_BYTES[content] = ActionMask.of(frozen)
+    return cached
 
 
 class QTable:
-    """Q-values and visit counts of one agent: one numpy row per state key seen in an update."""
+    """Q-values and visit counts of one agent: one row per state key seen in an update.
 
-    __slots__ = ("_index", "keys", "n_actions", "q_values", "visits")
+    `q_values` and `visits` are read-only numpy views (rows in key order, spare capacity at
+    the end); write through `td_update` or `set_value`. Those keep, per row and mask, the
+    greedy set (the best value and the allowed actions that reach it) exact, updating it in
+    O(1) on most writes, so that neither a TD target nor a selection scans the row. Single
+    values are read and written through memoryviews (~30 ns, where numpy indexing costs
+    ~100 ns and returns numpy scalars).
+    """
+
+    __slots__ = (
+        "_greedy",
+        "_index",
+        "_q",
+        "_q_view",
+        "_visits",
+        "_visits_view",
+        "keys",
+        "n_actions",
+        "q_values",
+        "visits",
+    )
 
     def __init__(self, n_actions: int, capacity: int = 64) -> None:
         self.n_actions = n_actions
         self.keys: list[str] = []
         self._index: dict[str, int] = {}
-        self.q_values: FloatArray = np.zeros((capacity, n_actions), dtype=np.float64)
-        self.visits: npt.NDArray[np.int64] = np.zeros((capacity, n_actions), dtype=np.int64)
+        self._greedy: list[dict[ActionMask, tuple[float, tuple[int, ...]]]] = []
+        self._allocate(
+            np.zeros((capacity, n_actions), dtype=np.float64), np.zeros((capacity, n_actions), dtype=np.int64)
+        )
+
+    def _allocate(self, q_values: FloatArray, visits: npt.NDArray[np.int64]) -> None:
+        self._q = q_values
+        self._visits = visits
+        # typeshed's memoryview knows no float cells or 2-d indices, hence Any
+        self._q_view: Any = memoryview(q_values)  # type: ignore[arg-type]
+        self._visits_view: Any = memoryview(visits)  # type: ignore[arg-type]
+        self.q_values: FloatArray = q_values.view()
+        self.q_values.flags.writeable = False
+        self.visits: npt.NDArray[np.int64] = visits.view()
+        self.visits.flags.writeable = False
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -56,7 +116,7 @@ class QTable:
         return self._index.get(state_key)
 
     def row(self, state_key: str) -> FloatArray | None:
-        """The Q-values of a state (a view), or None for a state never updated (all zeros)."""
+        """The Q-values of a state (a read-only view), or None for a state never updated (all zeros)."""
         i = self._index.get(state_key)
         return None if i is None else self.q_values[i]
 
@@ -65,36 +125,123 @@ class QTable:
         if i is not None:
             return i
         i = len(self.keys)
-        if i == self.q_values.shape[0]:
-            self.q_values = np.concatenate([self.q_values, np.zeros_like(self.q_values)])
-            self.visits = np.concatenate([self.visits, np.zeros_like(self.visits)])
+        if i == self._q.shape[0]:
+            self._allocate(
+                np.concatenate([self._q, np.zeros_like(self._q)]),
+                np.concatenate([self._visits, np.zeros_like(self._visits)]),
+            )
         self.keys.append(state_key)
         self._index[state_key] = i
+        self._greedy.append({})
         return i
 
-    def max_value(self, state_key: str, mask: IndexArray) -> float:
+    def _store(self, i: int, action: int, value: float) -> None:
+        """Write Q[i, action] = value, and keep the row's cached greedy sets exact."""
+        view = self._q_view
+        old = view[i, action]
+        view[i, action] = value
+        cache = self._greedy[i]
+        if cache and value != old:
+            _update_greedy(cache, action, old, value)
+
+    def set_value(self, state_key: str, action: int, value: float) -> None:
+        """Overwrite one Q-value (tools and tests; learning goes through `td_update`)."""
+        self._store(self.ensure_row(state_key), action, float(value))
+
+    def _greedy_entry(self, i: int, mask: ActionMask) -> tuple[float, tuple[int, ...]]:
+        cache = self._greedy[i]
+        entry = cache.get(mask)
+        if entry is None:
+            values = mask.values_of(self._q[i].tolist())
+            best = max(values)
+            greedy = tuple(a for a, v in zip(mask.members, values, strict=True) if v == best)
+            entry = cache[mask] = (best, greedy)
+        return entry
+
+    def greedy_actions(self, state_key: str, mask: Mask) -> tuple[int, ...] | None:
+        """The allowed actions with the highest Q-value, ascending; None for a state never updated."""
+        i = self._index.get(state_key)
+        return None if i is None else self._greedy_entry(i, _as_action_mask(mask))[1]
+
+    def max_value(self, state_key: str, mask: Mask) -> float:
         """max over the allowed actions of Q(state, .), 0.0 for a state never updated."""
         i = self._index.get(state_key)
-        if i is None:
-            return 0.0
-        return float(self.q_values[i, mask].max())
+        return 0.0 if i is None else self._greedy_entry(i, _as_action_mask(mask))[0]
 
     def used(self) -> tuple[FloatArray, npt.NDArray[np.int64]]:
         """The filled rows of the value and visit arrays (copies), in key order."""
         n = len(self.keys)
-        return self.q_values[:n].copy(), self.visits[:n].copy()
+        return self._q[:n].copy(), self._visits[:n].copy()
 
     @classmethod
-    def from_arrays(
-        cls, keys: list[str], q_values: FloatArray, visits: npt.NDArray[np.int64]
-    ) -> QTable:
+    def from_arrays(cls, keys: list[str], q_values: FloatArray, visits: npt.NDArray[np.int64]) -> QTable:
         n, n_actions = q_values.shape
         table = cls(n_actions, capacity=max(64, n))
         table.keys = list(keys)
         table._index = {k: i for i, k in enumerate(table.keys)}
-        table.q_values[:n] = q_values
-        table.visits[:n] = visits
+        table._q[:n] = q_values
+        table._visits[:n] = visits
+        table._greedy = [{} for _ in range(n)]
         return table
+
+    def td_update(
+        self,
+        state_key: str,
+        action: int,
+        reward: float,
+        next_state_key: str | None,
+        next_mask: Mask,
+        alpha: float,
+        gamma: float,
+    ) -> float:
+        """Apply one TD(0) update; `next_state_key=None` marks a terminal transition. Returns the TD error.
+
+        This is the hot path of `ModelReplica.apply`, so the lookups are written out here.
+        """
+        index = self._index
+        i = index.get(state_key)
+        if i is None:
+            i = self.ensure_row(state_key)
+        view = self._q_view
+        q = view[i, action]
+        td_target = reward
+        if next_state_key is not None:
+            next_max = 0.0  # a state never updated
+            j = index.get(next_state_key)
+            if j is not None:
+                if not isinstance(next_mask, ActionMask):
+                    next_mask = _as_action_mask(next_mask)
+                entry = self._greedy[j].get(next_mask)
+                if entry is None:
+                    entry = self._greedy_entry(j, next_mask)
+                next_max = entry[0]
+            td_target += gamma * next_max
+        td_error = td_target - q
+        value = q + alpha * td_error
+        view[i, action] = value
+        self._visits_view[i, action] += 1
+        cache = self._greedy[i]
+        if cache and value != q:
+            _update_greedy(cache, action, q, value)
+        return td_error
+
+
+def _update_greedy(
+    cache: dict[ActionMask, tuple[float, tuple[int, ...]]], action: int, old: float, value: float
+) -> None:
+    """Q[s, action] went from `old` to `value` (!= old): update the cached greedy sets of s."""
+    for mask, (best, greedy) in list(cache.items()):
+        if action not in mask.allowed:
+            continue
+        if value > best:
+            cache[mask] = (value, (action,))
+        elif value == best:  # joins the greedy set (it was below: value != old)
+            cache[mask] = (best, tuple(sorted((*greedy, action))))
+        elif old == best:  # leaves the greedy set
+            if len(greedy) > 1:
+                cache[mask] = (best, tuple(a for a in greedy if a != action))
+            else:
+                del cache[mask]  # the new maximum is unknown: rescan when next asked
 
 
 def td_update(
@@ -103,48 +250,46 @@ def td_update(
     action: int,
     reward: float,
     next_state_key: str | None,
-    next_mask: IndexArray,
+    next_mask: Mask,
     alpha: float,
     gamma: float,
 ) -> float:
-    """Apply one TD(0) update; `next_state_key=None` marks a terminal transition. Returns the TD error."""
-    i = table.ensure_row(state_key)
-    q = float(table.q_values[i, action])
-    td_target = reward
-    if next_state_key is not None:
-        td_target += gamma * table.max_value(next_state_key, next_mask)
-    td_error = td_target - q
-    table.q_values[i, action] = q + alpha * td_error
-    table.visits[i, action] += 1
-    return td_error
+    """Apply one TD(0) update to `table` (see `QTable.td_update`). Returns the TD error."""
+    return table.td_update(state_key, action, reward, next_state_key, next_mask, alpha, gamma)
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+class UniformSource(Protocol):
+    """Anything that draws a float uniformly from [0, 1), as `numpy.random.Generator.random()`."""
+
+    def random(self) -> float: ...
+
+
+class Selection(NamedTuple):
+    """The chosen action, whether it was an exploration draw, and its propensity pi(action|state)."""
+
     action: int
     explored: bool
     propensity: float
 
 
-def select_action(
-    q_row: FloatArray | None, mask: IndexArray, epsilon: float, rng: np.random.Generator
-) -> Selection:
-    """Epsilon-greedy over the allowed actions `mask`, random tie-break; see the module docstring."""
-    n_allowed = len(mask)
-    if q_row is None:
-        greedy = mask
-        best = 0.0
-    else:
-        allowed_values = q_row[mask]
-        best = allowed_values.max()
-        greedy = mask[allowed_values == best]
+def select_greedy(greedy: tuple[int, ...] | None, mask: ActionMask, epsilon: float, rng: UniformSource) -> Selection:
+    """Epsilon-greedy over the allowed actions, random tie-break; see the module docstring.
+
+    `greedy` holds the allowed actions with the highest Q-value, ascending (None for a state
+    never updated: every allowed action). At most two draws: explore or not, then the index
+    among the allowed or among the greedy actions.
+    """
+    members = mask.members
+    n_allowed = len(members)
+    if greedy is None:
+        greedy = members
     n_greedy = len(greedy)
     if rng.random() < epsilon:
-        action = int(mask[int(rng.random() * n_allowed)])
+        action = members[int(rng.random() * n_allowed)]
         explored = True
-        is_greedy = q_row is None or q_row[action] == best
+        is_greedy = greedy is members or action in greedy
     else:
-        action = int(greedy[int(rng.random() * n_greedy)]) if n_greedy > 1 else int(greedy[0])
+        action = greedy[int(rng.random() * n_greedy)] if n_greedy > 1 else greedy[0]
         explored = False
         is_greedy = True
     propensity = epsilon / n_allowed
@@ -153,17 +298,27 @@ def select_action(
     return Selection(action, explored, propensity)
 
 
-def compute_propensities(
-    q_row: FloatArray | None, mask: IndexArray, epsilon: float, n_actions: int
-) -> FloatArray:
+def select_action(q_row: FloatArray | None, mask: Mask, epsilon: float, rng: UniformSource) -> Selection:
+    """`select_greedy` for a numpy row of Q-values (None for a state never updated)."""
+    action_mask = _as_action_mask(mask)
+    greedy = None
+    if q_row is not None:
+        values = action_mask.values_of(q_row.tolist())
+        best = max(values)
+        greedy = tuple(a for a, v in zip(action_mask.members, values, strict=True) if v == best)
+    return select_greedy(greedy, action_mask, epsilon, rng)
+
+
+def compute_propensities(q_row: FloatArray | None, mask: Mask, epsilon: float, n_actions: int) -> FloatArray:
     """pi(.|s) for every action of the space (zeros where masked)."""
+    indices = _as_action_mask(mask).indices
     probs = np.zeros(n_actions, dtype=np.float64)
-    probs[mask] = epsilon / len(mask)
+    probs[indices] = epsilon / len(indices)
     if q_row is None:
-        greedy = mask
+        greedy = indices
     else:
-        allowed_values = q_row[mask]
-        greedy = mask[allowed_values == allowed_values.max()]
+        allowed_values = q_row[indices]
+        greedy = indices[allowed_values == allowed_values.max()]
     probs[greedy] += (1.0 - epsilon) / len(greedy)
     return probs
 
@@ -183,12 +338,43 @@ class EpsilonSchedule:
         return f"EpsilonSchedule({self.start} * {self.decay}^n, floor {self.minimum})"
 
 
-class DecisionRandom:
-    """One generator per decision, seeded by (model seed, decision id), so any replay redraws it.
+_MASK64 = (1 << 64) - 1
+_MASK128 = (1 << 128) - 1
+_PCG_MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645  # PCG_DEFAULT_MULTIPLIER_128, as numpy's PCG64
+_TWO_POW_MINUS_53 = 1.0 / 9007199254740992.0
 
-    Building a fresh `numpy.random.Generator` costs ~10 us; resetting the state of one
-    PCG64 to a BLAKE2b hash of (seed, decision id) costs ~2 us and is just as reproducible.
-    The returned generator is reused: draw from it before asking for the next one.
+
+class DecisionStream:
+    """numpy's PCG64 (XSL-RR 128/64) and `Generator.random()`, in Python integers.
+
+    A decision needs one or two uniforms; stepping a 128-bit LCG in Python ints costs
+    ~0.2 us a draw, while re-seeding a numpy bit generator through its `state` dict costs
+    ~1.5 us. The draws are bit-identical to `numpy.random.Generator(PCG64)` set to the same
+    state and increment (a unit test checks this against numpy).
+    """
+
+    __slots__ = ("_inc", "_state")
+
+    def __init__(self, state: int, inc: int) -> None:
+        self._state = state
+        self._inc = inc
+
+    def random(self) -> float:
+        state = (self._state * _PCG_MULTIPLIER + self._inc) & _MASK128
+        self._state = state
+        mixed = ((state >> 64) ^ state) & _MASK64
+        rotation = state >> 122
+        output = ((mixed >> rotation) | (mixed << ((64 - rotation) & 63))) & _MASK64
+        return (output >> 11) * _TWO_POW_MINUS_53
+
+
+class DecisionRandom:
+    """Randomness per decision, seeded by (model seed, decision id), so any replay redraws it.
+
+    The PCG64 state and increment are a BLAKE2b hash of (seed, decision id). `stream` gives
+    the cheap pure-Python stream the selections use; `generator` gives a full numpy
+    generator in the same state (the same draws), reused between calls: draw from it before
+    asking for the next one.
     """
 
     __slots__ = ("_bit_generator", "_generator", "_prefix", "_state")
@@ -199,11 +385,18 @@ class DecisionRandom:
         self._generator = np.random.Generator(self._bit_generator)
         self._state = self._bit_generator.state
 
-    def generator(self, decision_id: str) -> np.random.Generator:
+    def _seed(self, decision_id: str) -> tuple[int, int]:
         digest = hashlib.blake2b(self._prefix + decision_id.encode(), digest_size=32).digest()
+        return int.from_bytes(digest[:16], "little"), int.from_bytes(digest[16:], "little") | 1
+
+    def stream(self, decision_id: str) -> DecisionStream:
+        return DecisionStream(*self._seed(decision_id))
+
+    def generator(self, decision_id: str) -> np.random.Generator:
+        state, inc = self._seed(decision_id)
         inner = self._state["state"]
-        inner["state"] = int.from_bytes(digest[:16], "little")
-        inner["inc"] = int.from_bytes(digest[16:], "little") | 1
+        inner["state"] = state
+        inner["inc"] = inc
         self._state["has_uint32"] = 0
         self._state["uinteger"] = 0
         self._bit_generator.state = self._state

@@ -8,7 +8,7 @@ Decisions read the replica; only `apply` changes it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rl_worker.core.actions import (
     META_ACTIONS,
@@ -16,8 +16,8 @@ from rl_worker.core.actions import (
     N_SIZING_ACTIONS,
     SIZING_ACTIONS,
     effective_limits,
-    meta_mask,
-    sizing_mask,
+    meta_action_mask,
+    sizing_action_mask,
 )
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.episodes import EpisodeTracker
@@ -28,8 +28,7 @@ from rl_worker.core.qlearning import (
     EpsilonSchedule,
     QTable,
     Selection,
-    select_action,
-    td_update,
+    select_greedy,
 )
 from rl_worker.core.rewards import (
     meta_reward,
@@ -39,18 +38,13 @@ from rl_worker.core.rewards import (
     size_reward,
     volatility_adjustment,
 )
-from rl_worker.core.state import (
-    MetaState,
-    SizingState,
-    meta_state_key,
-    sizing_state_key,
-)
+from rl_worker.core.state import MetaKeyBuilder, MetaState, SizingKeyBuilder, SizingState
+from rl_worker.core.types import REGIMES
 
 __all__ = ["AppliedOutcome", "Decision", "ModelReplica"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """A chosen action with everything the decision record needs."""
 
     state: MetaState | SizingState
@@ -60,8 +54,9 @@ class Decision:
     model_version: int
 
 
-@dataclass(frozen=True, slots=True)
-class AppliedOutcome:
+class AppliedOutcome(NamedTuple):
+    """What one applied outcome did: both rewards, both TD errors, and whether it ended an episode."""
+
     meta_reward: float
     size_reward: float
     meta_td_error: float
@@ -88,7 +83,13 @@ class ModelReplica:
         self.meta_reward_total = 0.0
         self.size_reward_total = 0.0
         self._random = DecisionRandom(config.seed)
-        self._sizing_next_mask = sizing_mask(config.risk.max_size_multiplier, config.risk.max_leverage)
+        # Everything below is derived from the (frozen) config once, for the hot paths.
+        self._meta_keys = MetaKeyBuilder(config.meta_bins)
+        self._sizing_keys = SizingKeyBuilder(config.sizing_bins)
+        self._meta_masks = {regime: meta_action_mask(regime, config) for regime in REGIMES}
+        self._sizing_next_mask = sizing_action_mask(config.risk.max_size_multiplier, config.risk.max_leverage)
+        self._epsilon_at = (-1, 0.0)
+        self._alpha, self._gamma, self._episode_length = q.alpha, q.gamma, q.episode_length
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -99,27 +100,25 @@ class ModelReplica:
 
     @property
     def epsilon(self) -> float:
-        return self.epsilon_schedule(self.n_updates)
+        n_updates, epsilon = self._epsilon_at
+        if n_updates != self.n_updates:
+            epsilon = self.epsilon_schedule(self.n_updates)
+            self._epsilon_at = (self.n_updates, epsilon)
+        return epsilon
 
     def decide_meta(self, market: MarketFeatures, confidence: float, decision_id: str) -> Decision:
         """Meta action (strategy, model, weight) for a signal, inside the regime mask."""
-        state = MetaState(
-            regime=market.regime,
-            volatility=market.volatility,
-            market_pressure=market.market_pressure,
-            confidence=confidence,
-            previous_winrate=self.winrate.winrate,
-            account_health=self.equity.health,
-        )
-        key = meta_state_key(state, self.config.meta_bins)
+        regime = market.regime
+        winrate = self.winrate.winrate
+        health = self.equity.health
+        key = self._meta_keys.key(regime, market.volatility, market.market_pressure, confidence, winrate, health)
         epsilon = self.epsilon
-        selection = select_action(
-            self.meta_table.row(key),
-            meta_mask(market.regime, self.config),
-            epsilon,
-            self._random.generator(decision_id),
+        mask = self._meta_masks[regime]
+        selection = select_greedy(
+            self.meta_table.greedy_actions(key, mask), mask, epsilon, self._random.stream(decision_id)
         )
-        return Decision(state, key, selection, epsilon, self.model_version)
+        state = MetaState(regime, market.volatility, market.market_pressure, confidence, winrate, health)
+        return Decision(state, key, selection, epsilon, self.log_offset + 1)
 
     def decide_sizing(
         self,
@@ -131,20 +130,16 @@ class ModelReplica:
         max_leverage: float | None = None,
     ) -> Decision:
         """Sizing action (multiplier, leverage) within the configured limits tightened by the event's."""
-        state = SizingState(
-            signal_confidence=signal_confidence,
-            portfolio_exposure=portfolio_exposure,
-            recent_winrate=self.winrate.winrate,
-            volatility=volatility,
-            equity_curve_slope=self.equity.slope,
-        )
-        key = sizing_state_key(state, self.config.sizing_bins)
+        winrate = self.winrate.winrate
+        slope = self.equity.slope
+        key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         epsilon = self.epsilon
-        limits = effective_limits(self.config.risk, max_size_multiplier, max_leverage)
-        selection = select_action(
-            self.sizing_table.row(key), sizing_mask(*limits), epsilon, self._random.generator(decision_id)
+        mask = sizing_action_mask(*effective_limits(self.config.risk, max_size_multiplier, max_leverage))
+        selection = select_greedy(
+            self.sizing_table.greedy_actions(key, mask), mask, epsilon, self._random.stream(decision_id)
         )
-        return Decision(state, key, selection, epsilon, self.model_version)
+        state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
+        return Decision(state, key, selection, epsilon, self.log_offset + 1)
 
     # ---- the state machine -----------------------------------------------------------------
 
@@ -158,67 +153,64 @@ class ModelReplica:
         elif offset <= self.log_offset:
             return None
         self.log_offset = offset
-        if outcome.position_id in self.applied:
+        position_id = outcome.position_id
+        if position_id in self.applied:
             return None
-        cfg = self.config
+        reward_config = self.config.reward
         meta, sizing = outcome.meta, outcome.sizing
-        meta_action = META_ACTIONS[meta.action_index]
+        meta_state, sizing_state = meta.state, sizing.state
         sizing_action = SIZING_ACTIONS[sizing.action_index]
+        multiplier, leverage = sizing_action.size_multiplier, sizing_action.leverage
         pnl = outcome.pnl_pct
+        drawdown = outcome.max_drawdown_pct
 
-        sharpe = sharpe_signal(pnl, self.recent_pnl, cfg.reward)
-        alignment = regime_alignment(meta.state.regime, meta_action.strategy, cfg.reward)
-        r_meta = meta_reward(pnl, outcome.max_drawdown_pct, sharpe, alignment, cfg.reward)
-        risk = risk_penalty(
-            outcome.max_drawdown_pct, sizing_action.size_multiplier, sizing_action.leverage, cfg.reward
-        )
-        vol_adjustment = volatility_adjustment(
-            sizing.state.volatility, sizing_action.size_multiplier, sizing_action.leverage
-        )
-        r_size = size_reward(pnl, risk, vol_adjustment, cfg.reward)
+        sharpe = sharpe_signal(pnl, self.recent_pnl, reward_config)
+        alignment = regime_alignment(meta_state.regime, META_ACTIONS[meta.action_index].strategy, reward_config)
+        r_meta = meta_reward(pnl, drawdown, sharpe, alignment, reward_config)
+        risk = risk_penalty(drawdown, multiplier, leverage, reward_config)
+        vol_adjustment = volatility_adjustment(sizing_state.volatility, multiplier, leverage)
+        r_size = size_reward(pnl, risk, vol_adjustment, reward_config)
 
         self.recent_pnl.append(pnl)
-        self.winrate.record(pnl > 0.0)
-        self.equity.record(outcome.equity)
-        winrate = self.winrate.winrate
-        terminal = (self.n_updates + 1) % cfg.qlearning.episode_length == 0
+        winrate_tracker = self.winrate
+        winrate_tracker.record(pnl > 0.0)
+        winrate = winrate_tracker.winrate
+        equity = self.equity
+        equity.record(outcome.equity)
+        n_updates = self.n_updates + 1
+        terminal = n_updates % self._episode_length == 0
+        next_regime = outcome.next_regime
 
         next_meta_key = next_sizing_key = None
         if not terminal:
-            next_meta_key = meta_state_key(
-                MetaState(
-                    regime=outcome.next_regime,
-                    volatility=outcome.next_volatility,
-                    market_pressure=outcome.next_market_pressure,
-                    confidence=meta.state.confidence,
-                    previous_winrate=winrate,
-                    account_health=self.equity.health,
-                ),
-                cfg.meta_bins,
+            next_volatility = outcome.next_volatility
+            next_meta_key = self._meta_keys.key(
+                next_regime,
+                next_volatility,
+                outcome.next_market_pressure,
+                meta_state.confidence,
+                winrate,
+                equity.health,
             )
-            next_sizing_key = sizing_state_key(
-                SizingState(
-                    signal_confidence=sizing.state.signal_confidence,
-                    portfolio_exposure=sizing.state.portfolio_exposure,
-                    recent_winrate=winrate,
-                    volatility=outcome.next_volatility,
-                    equity_curve_slope=self.equity.slope,
-                ),
-                cfg.sizing_bins,
+            sizing_keys = self._sizing_keys
+            next_sizing_key = sizing_keys.key_with_slope_bin(
+                sizing_state.signal_confidence,
+                sizing_state.portfolio_exposure,
+                winrate,
+                next_volatility,
+                equity.slope_bin(sizing_keys.slope_edges),
             )
-        alpha, gamma = cfg.qlearning.alpha, cfg.qlearning.gamma
-        meta_td = td_update(
-            self.meta_table,
+        alpha, gamma = self._alpha, self._gamma
+        meta_td = self.meta_table.td_update(
             meta.state_key,
             meta.action_index,
             r_meta,
             next_meta_key,
-            meta_mask(outcome.next_regime, cfg),
+            self._meta_masks[next_regime],
             alpha,
             gamma,
         )
-        size_td = td_update(
-            self.sizing_table,
+        size_td = self.sizing_table.td_update(
             sizing.state_key,
             sizing.action_index,
             r_size,
@@ -230,8 +222,8 @@ class ModelReplica:
         self.episodes.step(r_meta, outcome.closed_at_ms)
         if terminal:
             self.episodes.end(outcome.closed_at_ms)
-        self.applied.add(outcome.position_id)
-        self.n_updates += 1
+        self.applied.add(position_id)
+        self.n_updates = n_updates
         self.meta_reward_total += r_meta
         self.size_reward_total += r_size
         return AppliedOutcome(r_meta, r_size, meta_td, size_td, terminal)

@@ -39,7 +39,7 @@ def sharpe_signal(pnl_pct: float, recent_pnl_pct: Sequence[float], config: Rewar
     spread = config.sharpe_floor
     if n >= 2:
         mean = math.fsum(recent_pnl_pct) / n
-        std = math.sqrt(math.fsum((p - mean) ** 2 for p in recent_pnl_pct) / (n - 1))
+        std = math.sqrt(math.fsum([(p - mean) * (p - mean) for p in recent_pnl_pct]) / (n - 1))
         spread = max(spread, std)
     return max(-config.sharpe_clip, min(config.sharpe_clip, pnl_pct / spread))
 
@@ -49,9 +49,7 @@ def regime_alignment(regime: str, strategy: str, config: RewardConfig) -> float:
     return 1.0 if strategy in config.aligned_strategies.get(regime, ()) else 0.0
 
 
-def risk_penalty(
-    max_drawdown_pct: float, size_multiplier: float, leverage: float, config: RewardConfig
-) -> float:
+def risk_penalty(max_drawdown_pct: float, size_multiplier: float, leverage: float, config: RewardConfig) -> float:
     """The drawdown scaled by the exposure taken: dd * (size_multiplier * leverage) / reference.
 
     Equals the drawdown at the reference exposure (default 5x), grows linearly above it.

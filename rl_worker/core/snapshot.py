@@ -125,9 +125,7 @@ def _load_envelope(data: bytes) -> dict[str, Any]:
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
         raise SnapshotError("not an rl_worker replica snapshot")
     if envelope.get("schema_version") != SCHEMA_VERSION:
-        raise SnapshotError(
-            f"snapshot schema {envelope.get('schema_version')} is not the supported {SCHEMA_VERSION}"
-        )
+        raise SnapshotError(f"snapshot schema {envelope.get('schema_version')} is not the supported {SCHEMA_VERSION}")
     body = envelope.get("body")
     if not isinstance(body, dict) or hashlib.sha256(_canonical(body)).hexdigest() != envelope.get("sha256"):
         raise SnapshotError("snapshot checksum mismatch: the bytes are corrupt")
@@ -145,8 +143,7 @@ def decode_replica(data: bytes, config: CoreConfig | None = None) -> ModelReplic
         stored = CoreConfig.model_validate(body["config"])
         if config is not None and stored.fingerprint() != config.fingerprint():
             raise SnapshotError(
-                f"snapshot config {stored.fingerprint()} differs from "
-                f"the running config {config.fingerprint()}"
+                f"snapshot config {stored.fingerprint()} differs from the running config {config.fingerprint()}"
             )
         replica = ModelReplica(stored)
         replica.meta_table = _decode_table(body["meta_table"], replica.meta_table.n_actions)

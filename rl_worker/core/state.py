@@ -1,15 +1,21 @@
-"""State builders for the two agents and their discretisation into state keys."""
+"""State builders for the two agents and their discretisation into state keys.
+
+States and decisions are NamedTuples: immutable records, built per decision at a third of
+the cost of a frozen dataclass.
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from rl_worker.core.config import MetaBins, SizingBins
 from rl_worker.core.market import MarketFeatures
 
 __all__ = [
+    "MetaKeyBuilder",
     "MetaState",
+    "SizingKeyBuilder",
     "SizingState",
     "build_meta_state",
     "build_sizing_state",
@@ -18,8 +24,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class MetaState:
+class MetaState(NamedTuple):
     """What the meta agent (strategy x model x weight) sees when a signal arrives."""
 
     regime: str
@@ -30,11 +35,10 @@ class MetaState:
     account_health: float
 
     def as_dict(self) -> dict[str, str | float]:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True)
-class SizingState:
+class SizingState(NamedTuple):
     """What the sizing agent (multiplier x leverage) sees when a trade is executed."""
 
     signal_confidence: float
@@ -44,7 +48,7 @@ class SizingState:
     equity_curve_slope: float
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return self._asdict()
 
 
 def build_meta_state(
@@ -96,3 +100,104 @@ def sizing_state_key(state: SizingState, bins: SizingBins) -> str:
         f"v{bisect_right(bins.volatility, state.volatility)}"
         f"s{bisect_right(bins.equity_curve_slope, state.equity_curve_slope)}"
     )
+
+
+class MetaKeyBuilder:
+    """`meta_state_key` from the raw features, without building a MetaState: the hot-path form.
+
+    Keys are cached per combination of bin indices, so a decision pays five bisections and a
+    dictionary lookup instead of formatting a string.
+    """
+
+    __slots__ = ("_cache", "_edges", "_radix")
+
+    def __init__(self, bins: MetaBins) -> None:
+        self._edges = (
+            bins.volatility,
+            bins.market_pressure,
+            bins.confidence,
+            bins.previous_winrate,
+            bins.account_health,
+        )
+        self._radix = tuple(len(edges) + 1 for edges in self._edges)
+        self._cache: dict[tuple[str, int], str] = {}
+
+    def key(
+        self,
+        regime: str,
+        volatility: float,
+        market_pressure: float,
+        confidence: float,
+        previous_winrate: float,
+        account_health: float,
+    ) -> str:
+        ev, ep, ec, ew, eh = self._edges
+        _, rp, rc, rw, rh = self._radix
+        v = bisect_right(ev, volatility)
+        p = bisect_right(ep, market_pressure)
+        c = bisect_right(ec, confidence)
+        w = bisect_right(ew, previous_winrate)
+        h = bisect_right(eh, account_health)
+        cell = (regime, (((v * rp + p) * rc + c) * rw + w) * rh + h)
+        key = self._cache.get(cell)
+        if key is None:
+            key = self._cache[cell] = f"{regime}|v{v}p{p}c{c}w{w}h{h}"
+        return key
+
+
+class SizingKeyBuilder:
+    """`sizing_state_key` from the raw features, without building a SizingState (see MetaKeyBuilder)."""
+
+    __slots__ = ("_cache", "_edges", "_radix")
+
+    def __init__(self, bins: SizingBins) -> None:
+        self._edges = (
+            bins.signal_confidence,
+            bins.portfolio_exposure,
+            bins.recent_winrate,
+            bins.volatility,
+            bins.equity_curve_slope,
+        )
+        self._radix = tuple(len(edges) + 1 for edges in self._edges)
+        self._cache: dict[int, str] = {}
+
+    @property
+    def slope_edges(self) -> tuple[float, ...]:
+        return self._edges[4]
+
+    def key_with_slope_bin(
+        self,
+        signal_confidence: float,
+        portfolio_exposure: float,
+        recent_winrate: float,
+        volatility: float,
+        slope_bin: int,
+    ) -> str:
+        """The key, given the equity slope's bin index (`bisect_right(slope_edges, slope)`)."""
+        ec, ee, ew, ev, _ = self._edges
+        _, re, rw, rv, rs = self._radix
+        c = bisect_right(ec, signal_confidence)
+        e = bisect_right(ee, portfolio_exposure)
+        w = bisect_right(ew, recent_winrate)
+        v = bisect_right(ev, volatility)
+        cell = (((c * re + e) * rw + w) * rv + v) * rs + slope_bin
+        key = self._cache.get(cell)
+        if key is None:
+            key = self._cache[cell] = f"c{c}e{e}w{w}v{v}s{slope_bin}"
+        return key
+
+    def key(
+        self,
+        signal_confidence: float,
+        portfolio_exposure: float,
+        recent_winrate: float,
+        volatility: float,
+        equity_curve_slope: float,
+    ) -> str:
+        return self.key_with_slope_bin(
+            signal_confidence,
+            portfolio_exposure,
+            recent_winrate,
+            volatility,
+            bisect_right(self._edges[4], equity_curve_slope),
+        )

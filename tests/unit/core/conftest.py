@@ -16,9 +16,7 @@ from rl_worker.core.state import MetaState, SizingState, meta_state_key, sizing_
 from rl_worker.core.types import REGIMES
 
 # The core is fast but some properties build replicas; no example should depend on wall time.
-settings.register_profile(
-    "core", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("core", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("core")
 
 OutcomeFactory = Callable[..., Outcome]

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rl_worker.core.actions import (
     META_ACTIONS,
     N_META_ACTIONS,
     N_SIZING_ACTIONS,
     SIZING_ACTIONS,
+    ActionMask,
     MetaAction,
     SizingAction,
     effective_limits,
+    meta_action_mask,
     meta_mask,
+    sizing_action_mask,
     sizing_mask,
 )
 from rl_worker.core.config import CoreConfig, RiskLimits
@@ -105,3 +111,31 @@ class TestSizingMask:
             RiskLimits(max_size_multiplier=0.1)
         with pytest.raises(ValueError, match="smallest size"):
             RiskLimits(max_leverage=0.5)
+
+
+@given(
+    size=st.floats(-1.0, 2.0) | st.sampled_from([0.2, 0.4, 0.6, 0.8, 1.0, float("inf"), float("nan")]),
+    leverage=st.floats(-1.0, 30.0) | st.sampled_from([1.0, 3.0, 10.0, 25.0, float("inf"), float("nan")]),
+)
+def test_sizing_action_mask_matches_sizing_mask(size: float, leverage: float) -> None:
+    try:
+        expected = sizing_mask(size, leverage).tolist()
+    except NoAllowedActionError:
+        with pytest.raises(NoAllowedActionError):
+            sizing_action_mask(size, leverage)
+        return
+    mask = sizing_action_mask(size, leverage)
+    assert mask.indices.tolist() == list(mask.members) == expected
+    assert mask.allowed == frozenset(expected)
+    assert all(
+        SIZING_ACTIONS[a].size_multiplier <= size and SIZING_ACTIONS[a].leverage <= leverage for a in mask.members
+    )
+
+
+def test_action_masks_are_shared() -> None:
+    config = CoreConfig()
+    assert meta_action_mask("TREND", config) is meta_action_mask("BREAKOUT", config)  # same strategies
+    assert meta_action_mask("TREND", config).indices.tolist() == meta_mask("TREND", config).tolist()
+    assert sizing_action_mask(0.7, 9.0) is sizing_action_mask(0.6, 8.0)
+    single = ActionMask.of(np.array([7]))
+    assert single.values_of([float(i) for i in range(10)]) == (7.0,)

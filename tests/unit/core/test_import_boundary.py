@@ -19,9 +19,7 @@ ALLOWED_NP_RANDOM = frozenset({"Generator", "PCG64", "BitGenerator", "SeedSequen
 
 
 def core_modules() -> list[str]:
-    return ["rl_worker.core"] + [
-        m.name for m in pkgutil.walk_packages(rl_worker.core.__path__, "rl_worker.core.")
-    ]
+    return ["rl_worker.core"] + [m.name for m in pkgutil.walk_packages(rl_worker.core.__path__, "rl_worker.core.")]
 
 
 def test_every_core_module_is_found() -> None:
@@ -37,9 +35,7 @@ def test_importing_the_core_loads_no_service_library() -> None:
         "    importlib.import_module(name)\n"
         f"print(json.dumps(sorted(m for m in {FORBIDDEN_MODULES!r} if m in sys.modules)))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
@@ -65,9 +61,7 @@ def boundary_violations(source: str) -> list[str]:
                 found.append("from numpy import random")
             elif node.module == "numpy.random":
                 found.extend(
-                    f"from numpy.random import {a.name}"
-                    for a in node.names
-                    if a.name not in ALLOWED_NP_RANDOM
+                    f"from numpy.random import {a.name}" for a in node.names if a.name not in ALLOWED_NP_RANDOM
                 )
     for node in ast.walk(ast.parse(source)):
         if (

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rl_worker.core.config import MarketConfig
 from rl_worker.core.market import (
@@ -92,9 +95,7 @@ class TestPressure:
 
     def test_bad_volumes_stay_in_range(self) -> None:
         # A negative volume is bad data: fall back to prices rather than leave [-1, 1] (was 1.5).
-        assert estimate_market_pressure([0.01, -0.03], buy_volume=5.0, sell_volume=-1.0) == pytest.approx(
-            -0.5
-        )
+        assert estimate_market_pressure([0.01, -0.03], buy_volume=5.0, sell_volume=-1.0) == pytest.approx(-0.5)
         assert estimate_market_pressure([0.01], buy_volume=-2.0, sell_volume=3.0) == 1.0
 
 
@@ -185,3 +186,70 @@ class TestEquityCurve:
         assert curve.to_list() == [100.0, 101.0, 102.0]
         assert curve.slope == pytest.approx(1 / 101 / 0.01, rel=1e-12)
         assert curve.health == pytest.approx(1.0 - (1.0 - 102.0 / 120.0) / 0.2, rel=1e-12)
+
+
+def reference_slope(points: list[float], config: MarketConfig) -> float:
+    """The slope's definition, written out plainly (the curve computes it incrementally)."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mean_x = (n - 1) / 2.0
+    mean_y = math.fsum(points) / n
+    cov = math.fsum((i - mean_x) * (y - mean_y) for i, y in enumerate(points))
+    var = n * (n * n - 1) / 12.0
+    return max(-1.0, min(1.0, cov / var / mean_y / config.slope_scale))
+
+
+equities = st.one_of(
+    st.floats(1e3, 1e5),
+    st.sampled_from([1e4, 1e4 + 0.5, 9999.999999999998, 1e4 * (1 + 2**-40)]),
+    st.floats(1e-3, 1e12),
+)
+
+
+@st.composite
+def equity_histories(draw: st.DrawFn) -> tuple[list[float], int, float]:
+    window = draw(st.integers(2, 12))
+    kind = draw(st.sampled_from(["random", "constant", "palindrome", "drift"]))
+    n = draw(st.integers(0, 30))
+    if kind == "random":
+        points = draw(st.lists(equities, min_size=n, max_size=n))
+    elif kind == "constant":
+        points = [draw(equities)] * n
+    elif kind == "palindrome":  # an exactly flat least-squares fit: the slope sits on 0.0
+        half = draw(st.lists(equities, min_size=1, max_size=6))
+        points = half + half[::-1]
+    else:  # a tiny drift: the slope sits within ulps of a bin edge
+        start, step = draw(equities), draw(st.sampled_from([1e-9, -1e-9, 1e-12, 0.0]))
+        points = [start * (1.0 + step * k) for k in range(n)]
+    scale = draw(st.sampled_from([0.01, 1.0, 1e-6]))
+    return points, window, scale
+
+
+@given(history=equity_histories(), data=st.data())
+def test_slope_and_slope_bin_match_the_definition(history: tuple[list[float], int, float], data: st.DataObject) -> None:
+    points, window, scale = history
+    config = MarketConfig(equity_window=window, slope_scale=scale)
+    curve = EquityCurve(config)
+    for k, equity in enumerate(points):
+        curve.record(equity)
+        expected = reference_slope(points[max(0, k + 1 - window) : k + 1], config)
+        near = [expected, math.nextafter(expected, 2.0), math.nextafter(expected, -2.0), 0.0]
+        edges = tuple(sorted(set(data.draw(st.lists(st.sampled_from(near) | st.floats(-1, 1), max_size=3)))))
+        assert curve.slope_bin(edges) == bisect_right(edges, expected)
+        assert curve.slope == expected
+        assert curve.slope_bin(edges) == bisect_right(edges, expected)  # from the cached slope
+
+
+def test_restored_curve_continues_exactly() -> None:
+    config = MarketConfig(equity_window=5)
+    points = [100.0, 101.5, 99.25, 102.0, 103.125, 101.0, 100.5]
+    whole = EquityCurve(config)
+    for p in points:
+        whole.record(p)
+    restored = EquityCurve(config, whole.to_list(), whole.peak)
+    for p in (104.0, 98.0, 0.1 + 100.0):
+        whole.record(p)
+        restored.record(p)
+        assert restored.slope_bin((0.0, 0.5)) == whole.slope_bin((0.0, 0.5))
+        assert restored.slope == whole.slope == reference_slope(whole.to_list(), config)

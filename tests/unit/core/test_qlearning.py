@@ -22,7 +22,8 @@ ALL4 = np.arange(4, dtype=np.intp)
 def table_with(rows: dict[str, list[float]]) -> QTable:
     table = QTable(4)
     for key, values in rows.items():
-        table.q_values[table.ensure_row(key)] = values
+        for action, value in enumerate(values):
+            table.set_value(key, action, value)
     return table
 
 
@@ -194,8 +195,84 @@ class TestDecisionRandom:
         }
         assert len(draws) == 5
 
+    @pytest.mark.parametrize(
+        ("seed", "decision_id", "draws"),
+        [
+            (0, "a", [0.4101192345410758, 0.6388061537644124, 0.5718623187582453]),
+            (7, "decision-1", [0.3749464935824487, 0.21620722260520853, 0.36887824127426705]),
+            (2**40, "ünïcode", [0.8605405307597526, 0.18580770058110496, 0.41770561887502367]),
+        ],
+    )
+    def test_stream_is_pinned(self, seed: int, decision_id: str, draws: list[float]) -> None:
+        # The stream is part of what a logged decision means: replaying an old log with a
+        # new version must redraw the same numbers, so any change here is a breaking change.
+        assert DecisionRandom(seed).generator(decision_id).random(3).tolist() == draws
+
     def test_draws_look_uniform(self) -> None:
         randoms = DecisionRandom(0)
         firsts = np.array([randoms.generator(f"d{i}").random() for i in range(4000)])
         assert 0.47 < firsts.mean() < 0.53
         assert np.histogram(firsts, bins=4, range=(0, 1))[0].min() > 900
+
+
+class TestTableCaches:
+    def test_arrays_are_read_only(self) -> None:
+        table = table_with({"s": [1.0, 2.0, 3.0, 4.0]})
+        with pytest.raises(ValueError, match="read-only"):
+            table.q_values[0, 0] = 5.0
+        with pytest.raises(ValueError, match="read-only"):
+            table.visits[0, 0] = 5
+        assert table.row("s").tolist() == [1.0, 2.0, 3.0, 4.0]  # type: ignore[union-attr]
+
+    @given(
+        operations=st.lists(
+            st.tuples(
+                st.sampled_from(["a", "b", "c"]),  # state
+                st.integers(0, 5),  # action
+                st.sampled_from([-1.0, 0.0, 0.5, 2.0]) | st.floats(-3.0, 3.0),  # value or reward
+                st.booleans(),  # set_value or td_update
+                st.sampled_from(["a", "b", "c", "unseen", None]),  # next state
+            ),
+            max_size=60,
+        )
+    )
+    def test_greedy_sets_and_maxima_stay_exact(
+        self, operations: list[tuple[str, int, float, bool, str | None]]
+    ) -> None:
+        # The cached greedy sets are updated incrementally on every write; after any sequence
+        # of writes they must equal a fresh scan of the row, for every mask.
+        masks = [np.array(m) for m in ([0, 1, 2, 3, 4, 5], [0, 2, 4], [5], [1, 2])]
+        table = QTable(6, capacity=2)
+        for state, action, value, direct, next_state in operations:
+            if direct:
+                table.set_value(state, action, value)
+            else:
+                td_update(table, state, action, value, next_state, masks[action % 4], alpha=0.5, gamma=0.9)
+            for key in ("a", "b", "c"):
+                for mask in masks:
+                    row = table.row(key)
+                    if row is None:
+                        assert table.greedy_actions(key, mask) is None
+                        assert table.max_value(key, mask) == 0.0
+                        continue
+                    values = row[mask]
+                    assert table.max_value(key, mask) == values.max()
+                    assert table.greedy_actions(key, mask) == tuple(mask[values == values.max()].tolist())
+
+    def test_unsorted_masks_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="ascending"):
+            select_action(None, np.array([3, 1]), 0.1, np.random.default_rng(0))
+
+
+class TestDecisionStream:
+    @given(seed=st.integers(0, 2**64), decision_id=st.text(max_size=30), n=st.integers(1, 8))
+    def test_same_draws_as_numpy_pcg64(self, seed: int, decision_id: str, n: int) -> None:
+        randoms = DecisionRandom(seed)
+        stream = randoms.stream(decision_id)
+        assert [stream.random() for _ in range(n)] == randoms.generator(decision_id).random(n).tolist()
+
+    def test_streams_are_independent_objects(self) -> None:
+        randoms = DecisionRandom(3)
+        first, second = randoms.stream("x"), randoms.stream("x")
+        assert first.random() == second.random()
+        assert first.random() != randoms.stream("x").random()

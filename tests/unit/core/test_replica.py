@@ -149,9 +149,7 @@ class TestApply:
     def test_epsilon_decays_per_applied_outcome(
         self, short_episode_config: CoreConfig, outcomes_factory: Callable[..., list[Outcome]]
     ) -> None:
-        replica = fed(
-            short_episode_config, outcomes_factory(np.random.default_rng(2), short_episode_config, 4)
-        )
+        replica = fed(short_episode_config, outcomes_factory(np.random.default_rng(2), short_episode_config, 4))
         assert replica.epsilon == pytest.approx(0.1 * 0.9**4)
         decision = replica.decide_meta(TREND, 0.7, "x")
         assert decision.epsilon == replica.epsilon
@@ -171,9 +169,7 @@ class TestApply:
 
 class TestDeterminism:
     @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 120))
-    def test_same_records_same_order_bit_identical(
-        self, seed: int, n: int, short_episode_config: CoreConfig
-    ) -> None:
+    def test_same_records_same_order_bit_identical(self, seed: int, n: int, short_episode_config: CoreConfig) -> None:
         records = make_outcomes(np.random.default_rng(seed), short_episode_config, n)
         first = fed(short_episode_config, records)
         second = fed(short_episode_config, [r.model_copy() for r in records])
@@ -250,15 +246,11 @@ class TestRiskLimits:
         )
         replica = ModelReplica(config)
         size_limit = configured_size if event_size is None else min(configured_size, event_size)
-        leverage_limit = (
-            configured_leverage if event_leverage is None else min(configured_leverage, event_leverage)
-        )
+        leverage_limit = configured_leverage if event_leverage is None else min(configured_leverage, event_leverage)
         fits = any(a.size_multiplier <= size_limit and a.leverage <= leverage_limit for a in SIZING_ACTIONS)
 
         def decide() -> int:
-            decision = replica.decide_sizing(
-                confidence, exposure, volatility, decision_id, event_size, event_leverage
-            )
+            decision = replica.decide_sizing(confidence, exposure, volatility, decision_id, event_size, event_leverage)
             return decision.selection.action
 
         if not fits:
@@ -269,7 +261,7 @@ class TestRiskLimits:
         # Make an arbitrary action (often a forbidden one) the greedy one and decide again.
         key = replica.decide_sizing(confidence, exposure, volatility, decision_id).state_key
         table = replica.sizing_table
-        table.q_values[table.ensure_row(key), greedy_action] = 1e9
+        table.set_value(key, greedy_action, 1e9)
         for action in (first, decide()):
             chosen = SIZING_ACTIONS[action]
             assert chosen.size_multiplier <= size_limit
@@ -340,10 +332,11 @@ class TestDecisions:
         replica = ModelReplica(config)
         key = replica.decide_meta(TREND, 0.8, "probe").state_key
         table = replica.meta_table
-        row = table.ensure_row(key)
-        table.q_values[row, :] = np.linspace(-1.0, 1.0, 60)
-        table.q_values[row, [3, 59]] = 9.0  # two greedy actions: dual_momentum and breakout
-        table.q_values[row, 25] = 99.0  # mean_reversion is masked in TREND: never chosen
+        for action, value in enumerate(np.linspace(-1.0, 1.0, 60).tolist()):
+            table.set_value(key, action, value)
+        table.set_value(key, 3, 9.0)  # two greedy actions: dual_momentum and breakout
+        table.set_value(key, 59, 9.0)
+        table.set_value(key, 25, 99.0)  # mean_reversion is masked in TREND: never chosen
         n = 20_000
         counts = Counter(replica.decide_meta(TREND, 0.8, f"freq-{i}").selection.action for i in range(n))
         probs = compute_propensities(table.row(key), meta_mask("TREND", config), 0.4, 60)

@@ -20,9 +20,7 @@ DEFAULT = RewardConfig()
 class TestSharpeSignal:
     def test_pnl_over_recent_spread(self) -> None:
         # recent mean 0.5; squared deviations 0.25 + 2.25 + 2.25 + 0.25 = 5; std = sqrt(5 / 3)
-        assert sharpe_signal(1.5, [1.0, -1.0, 2.0, 0.0], DEFAULT) == pytest.approx(
-            1.5 / (5 / 3) ** 0.5, rel=1e-12
-        )
+        assert sharpe_signal(1.5, [1.0, -1.0, 2.0, 0.0], DEFAULT) == pytest.approx(1.5 / (5 / 3) ** 0.5, rel=1e-12)
 
     def test_spread_is_floored(self) -> None:
         assert sharpe_signal(1.0, [], DEFAULT) == 2.0  # 1.0 / floor 0.5

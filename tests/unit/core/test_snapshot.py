@@ -42,9 +42,7 @@ def reseal(envelope: dict[str, Any]) -> bytes:
 
 @pytest.fixture(scope="module")
 def snapshot(short_episode_config: CoreConfig) -> bytes:
-    return encode_replica(
-        fed(short_episode_config, make_outcomes(np.random.default_rng(9), short_episode_config, 37))
-    )
+    return encode_replica(fed(short_episode_config, make_outcomes(np.random.default_rng(9), short_episode_config, 37)))
 
 
 class TestRoundTrip:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from rl_worker.core.config import MetaBins, SizingBins
 from rl_worker.core.market import MarketFeatures
 from rl_worker.core.state import (
+    MetaKeyBuilder,
     MetaState,
+    SizingKeyBuilder,
     SizingState,
     build_meta_state,
     build_sizing_state,
@@ -112,3 +118,49 @@ def test_builders() -> None:
         "volatility",
         "equity_curve_slope",
     ]
+
+
+unit = st.floats(-0.2, 1.2, allow_nan=False)
+edges = st.lists(st.floats(-1.0, 1.0), max_size=4, unique=True).map(lambda e: tuple(sorted(e)))
+
+
+@given(
+    regime=st.sampled_from(["TREND", "RANGE", "BREAKOUT", "MEAN_REVERSION"]),
+    features=st.tuples(unit, st.floats(-1.0, 1.0), unit, unit, unit),
+    bins=st.tuples(edges, edges, edges, edges, edges),
+)
+def test_meta_key_builder_matches_meta_state_key(
+    regime: str, features: tuple[float, ...], bins: tuple[tuple[float, ...], ...]
+) -> None:
+    meta_bins = MetaBins(
+        volatility=bins[0],
+        market_pressure=bins[1],
+        confidence=bins[2],
+        previous_winrate=bins[3],
+        account_health=bins[4],
+    )
+    builder = MetaKeyBuilder(meta_bins)
+    expected = meta_state_key(MetaState(regime, *features), meta_bins)
+    assert builder.key(regime, *features) == expected
+    assert builder.key(regime, *features) == expected  # the cached key too
+
+
+@given(
+    features=st.tuples(unit, unit, unit, unit, st.floats(-1.0, 1.0)),
+    bins=st.tuples(edges, edges, edges, edges, edges),
+)
+def test_sizing_key_builder_matches_sizing_state_key(
+    features: tuple[float, ...], bins: tuple[tuple[float, ...], ...]
+) -> None:
+    sizing_bins = SizingBins(
+        signal_confidence=bins[0],
+        portfolio_exposure=bins[1],
+        recent_winrate=bins[2],
+        volatility=bins[3],
+        equity_curve_slope=bins[4],
+    )
+    builder = SizingKeyBuilder(sizing_bins)
+    expected = sizing_state_key(SizingState(*features), sizing_bins)
+    assert builder.key(*features) == expected
+    slope_bin = bisect_right(builder.slope_edges, features[4])
+    assert builder.key_with_slope_bin(*features[:4], slope_bin) == expected
