@@ -92,7 +92,7 @@ class WorkerProcesses:
             with open(self.logs[i], "ab") as log_file:
                 self.processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "rl_worker", "worker", "-l", "warning"],
+                        [sys.executable, "-m", "rl_worker", "worker", "-l", "warn"],
                         env=worker_env,
                         stdout=log_file,
                         stderr=subprocess.STDOUT,
