@@ -102,7 +102,7 @@ class WorkerProcesses:
 
     def health(self, i: int) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/health", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/health", timeout=2) as r:
                 return dict(json.loads(r.read()))
         except OSError:
             return None

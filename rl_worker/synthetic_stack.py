@@ -117,7 +117,7 @@ async def run_simulation(
         while progress.closed < positions:
             try:
                 position_id = await asyncio.wait_for(ready.get(), decision_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TimeoutError(
                     f"no decision for {decision_timeout_s}s; {len(opened)} positions wait for one"
                 ) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -120,14 +121,14 @@ class RedisCheckpointStore(CheckpointStore):
 
     async def offsets(self) -> list[int]:
         try:
-            members = await self._redis.zrevrange(self._index, 0, -1)
+            members = cast(list[bytes], await self._redis.zrevrange(self._index, 0, -1))
         except (RedisError, OSError) as exc:
             raise CheckpointStoreError(f"checkpoint index unreadable: {exc}") from exc
         return [int(m) for m in members]
 
     async def load(self, offset: int) -> bytes | None:
         try:
-            data: bytes | None = await self._redis.get(f"{self._prefix}{offset}")
+            data = cast(bytes | None, await self._redis.get(f"{self._prefix}{offset}"))
         except (RedisError, OSError) as exc:
             raise CheckpointStoreError(f"checkpoint {offset} unreadable: {exc}") from exc
         return data
