@@ -60,7 +60,7 @@ class EpisodeTracker:
         self.rewards = []
 
     def step(self, reward: float, at_ms: int) -> None:
-        if not self.active:
+        if self.started_at_ms is None:
             self.start(at_ms)
         self.rewards.append(reward)
 

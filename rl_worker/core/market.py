@@ -119,11 +119,14 @@ class WinRateTracker:
         self._outcomes: deque[bool] = deque(outcomes, maxlen=window)
         self._wins = sum(self._outcomes)
 
-    def record(self, won: bool) -> None:
-        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
+    def record(self, won: bool) -> float:
+        """Add a trade; returns the new win rate."""
+        outcomes = self._outcomes
+        if len(outcomes) == outcomes.maxlen and outcomes[0]:
             self._wins -= 1
-        self._outcomes.append(won)
+        outcomes.append(won)
         self._wins += won
+        return self._wins / len(outcomes)
 
     @property
     def winrate(self) -> float:
@@ -148,6 +151,7 @@ class EquityCurve:
 
     __slots__ = (
         "_config",
+        "_constants",
         "_exact_points",
         "_high",
         "_low",
@@ -166,15 +170,24 @@ class EquityCurve:
         self._scale_bits = 0
         self._sum = 0  # exact sum of the window's points, times 2**scale_bits
         self._weighted = 0  # exact sum of i * point_i (i = 0 for the oldest), times 2**scale_bits
-        # Bounds of every point ever in the window (for the error bound of `_slope_interval`).
+        # Bounds of every point ever in the window (for the error bound in `slope_bin`).
         self._high = max(peak, 0.0)
         self._low = math.inf
         self._slope: float | None = None
+        self._constants: dict[int, tuple[float, float, float, float]] = {}
         self.peak = peak
         for point in points:
-            self._append(point)
+            self.record(point)
+        self.peak = peak
 
-    def _append(self, equity: float) -> None:
+    def record(self, equity: float) -> None:
+        if equity > self.peak:
+            self.peak = equity
+        if equity > self._high:
+            self._high = equity
+        if equity < self._low:
+            self._low = equity
+        self._slope = None
         # A finite float is a dyadic rational: numerator / 2**bits.
         numerator, denominator = equity.as_integer_ratio()
         bits = denominator.bit_length() - 1
@@ -197,16 +210,6 @@ class EquityCurve:
         self._weighted += n * exact
         exact_points.append(exact)
         self._points.append(equity)
-        if equity > self._high:
-            self._high = equity
-        if equity < self._low:
-            self._low = equity
-        self._slope = None
-
-    def record(self, equity: float) -> None:
-        self._append(equity)
-        if equity > self.peak:
-            self.peak = equity
 
     @property
     def slope(self) -> float:
@@ -231,46 +234,44 @@ class EquityCurve:
     def slope_bin(self, edges: Sequence[float]) -> int:
         """`bisect_right(edges, self.slope)`, mostly without computing the slope itself.
 
-        The exact sums give the true (real-number) slope to a few ulps; `slope` computes it
-        in floats, off by at most a small bound. When no edge lies within the two errors of
-        the estimate, the bin is known; otherwise the slope is computed.
+        The exact sums give the true (real-number) slope 12 C / ((n^2 - 1) S scale), where
+        C = sum (i - mean_i) y_i and S = sum y_i. `slope` computes it in floats; as its terms
+        (i - mean_i)(y_i - mean_y) sum exactly to C, it is off by at most ~2u A high / D +
+        ~8u |slope| (u = 2**-53, A = sum |i - mean_i| <= n^2 / 4, high >= every point,
+        D = var * mean * scale). With 64u instead, plus room for subnormal results, as the
+        margin around a float estimate of the true slope: when no edge lies within it, the
+        bin is known; otherwise (or outside the analysed range) the slope is computed.
         """
         if not edges:
             return 0
-        if self._slope is None and len(self._points) >= 2:
-            interval = self._slope_interval()
-            if interval is not None:
-                low = bisect_right(edges, interval[0])
-                if low == bisect_right(edges, interval[1]):
+        n = len(self._points)
+        if self._slope is None and n >= 2 and 1e-150 < self._low and self._high < 1e150:
+            constants = self._constants.get(n)
+            if constants is None:
+                constants = self._constants[n] = self._slope_constants(n)
+            squares_scale, var_scale, high_weight, subnormal_room = constants
+            total = self._sum
+            estimate = 6.0 * ((2 * self._weighted - (n - 1) * total) / total) / squares_scale
+            denominator = var_scale * (total / (n << self._scale_bits))
+            if 1e-200 < denominator < 1e200:
+                margin = (
+                    (high_weight * self._high + subnormal_room) / denominator
+                    + 64.0 * _UNIT_ROUNDOFF * abs(estimate)
+                    + 1e-300
+                )
+                low = bisect_right(edges, max(-1.0, min(1.0, estimate - margin)))
+                if low == bisect_right(edges, max(-1.0, min(1.0, estimate + margin))):
                     return low
         return bisect_right(edges, self.slope)
 
-    def _slope_interval(self) -> tuple[float, float] | None:
-        """An interval of [-1, 1] that contains `slope`, or None outside the analysed range.
-
-        slope = 12 C / ((n^2 - 1) S scale), C = sum (i - mean_i) y_i, S = sum y_i, exactly;
-        the float computation is off by at most ~2u A high / D + ~8u |slope| (u = 2**-53,
-        A = sum |i - mean_i| <= n^2 / 4, high >= every point, D = var * mean * scale), as
-        the terms (i - mean_i)(y_i - mean_y) sum exactly to C. The margin is 64u (...) plus
-        room for subnormal results.
-        """
-        n = len(self._points)
-        high, low = self._high, self._low
-        if not (1e-150 < low and high < 1e150):
-            return None
-        total = self._sum
-        twice_cov = 2 * self._weighted - (n - 1) * total
+    def _slope_constants(self, n: int) -> tuple[float, float, float, float]:
         scale = self._config.slope_scale
-        estimate = 6.0 * (twice_cov / total) / ((n * n - 1) * scale)
-        denominator = n * (n * n - 1) / 12.0 * (total / (n << self._scale_bits)) * scale
-        if not 1e-200 < denominator < 1e200:
-            return None
-        margin = (
-            64.0 * _UNIT_ROUNDOFF * (n * n / 4.0 * high / denominator + abs(estimate))
-            + (n * n * n + 64) * _TINY / denominator
-            + 1e-300
+        return (
+            (n * n - 1) * scale,
+            n * (n * n - 1) / 12.0 * scale,
+            64.0 * _UNIT_ROUNDOFF * n * n / 4.0,
+            (n * n * n + 64) * _TINY,
         )
-        return max(-1.0, min(1.0, estimate - margin)), max(-1.0, min(1.0, estimate + margin))
 
     @property
     def health(self) -> float:

@@ -93,7 +93,7 @@ class QTable:
         self.n_actions = n_actions
         self.keys: list[str] = []
         self._index: dict[str, int] = {}
-        self._greedy: list[dict[ActionMask, tuple[float, tuple[int, ...]]]] = []
+        self._greedy: list[dict[ActionMask, _GreedySet]] = []
         self._allocate(
             np.zeros((capacity, n_actions), dtype=np.float64), np.zeros((capacity, n_actions), dtype=np.int64)
         )
@@ -101,9 +101,9 @@ class QTable:
     def _allocate(self, q_values: FloatArray, visits: npt.NDArray[np.int64]) -> None:
         self._q = q_values
         self._visits = visits
-        # typeshed's memoryview knows no float cells or 2-d indices, hence Any
-        self._q_view: Any = memoryview(q_values)  # type: ignore[arg-type]
-        self._visits_view: Any = memoryview(visits)  # type: ignore[arg-type]
+        # Flat views (cell = row * n_actions + action); typeshed's memoryview knows no float cells.
+        self._q_view: Any = memoryview(q_values.reshape(-1))  # type: ignore[arg-type]
+        self._visits_view: Any = memoryview(visits.reshape(-1))  # type: ignore[arg-type]
         self.q_values: FloatArray = q_values.view()
         self.q_values.flags.writeable = False
         self.visits: npt.NDArray[np.int64] = visits.view()
@@ -138,8 +138,9 @@ class QTable:
     def _store(self, i: int, action: int, value: float) -> None:
         """Write Q[i, action] = value, and keep the row's cached greedy sets exact."""
         view = self._q_view
-        old = view[i, action]
-        view[i, action] = value
+        cell = i * self.n_actions + action
+        old = view[cell]
+        view[cell] = value
         cache = self._greedy[i]
         if cache and value != old:
             _update_greedy(cache, action, old, value)
@@ -148,25 +149,27 @@ class QTable:
         """Overwrite one Q-value (tools and tests; learning goes through `td_update`)."""
         self._store(self.ensure_row(state_key), action, float(value))
 
-    def _greedy_entry(self, i: int, mask: ActionMask) -> tuple[float, tuple[int, ...]]:
+    def _greedy_set(self, i: int, mask: ActionMask) -> _GreedySet:
+        """The cached greedy set of row i within `mask`, rescanning the row if it is stale."""
         cache = self._greedy[i]
         entry = cache.get(mask)
         if entry is None:
+            entry = cache[mask] = _GreedySet()
+        if entry.actions is None:
             values = mask.values_of(self._q[i].tolist())
-            best = max(values)
-            greedy = tuple(a for a, v in zip(mask.members, values, strict=True) if v == best)
-            entry = cache[mask] = (best, greedy)
+            entry.best = best = max(values)
+            entry.actions = tuple(a for a, v in zip(mask.members, values, strict=True) if v == best)
         return entry
 
     def greedy_actions(self, state_key: str, mask: Mask) -> tuple[int, ...] | None:
         """The allowed actions with the highest Q-value, ascending; None for a state never updated."""
         i = self._index.get(state_key)
-        return None if i is None else self._greedy_entry(i, _as_action_mask(mask))[1]
+        return None if i is None else self._greedy_set(i, _as_action_mask(mask)).actions
 
     def max_value(self, state_key: str, mask: Mask) -> float:
         """max over the allowed actions of Q(state, .), 0.0 for a state never updated."""
         i = self._index.get(state_key)
-        return 0.0 if i is None else self._greedy_entry(i, _as_action_mask(mask))[0]
+        return 0.0 if i is None else self._greedy_set(i, _as_action_mask(mask)).best
 
     def used(self) -> tuple[FloatArray, npt.NDArray[np.int64]]:
         """The filled rows of the value and visit arrays (copies), in key order."""
@@ -190,7 +193,7 @@ class QTable:
         action: int,
         reward: float,
         next_state_key: str | None,
-        next_mask: Mask,
+        next_mask: ActionMask,
         alpha: float,
         gamma: float,
     ) -> float:
@@ -203,45 +206,52 @@ class QTable:
         if i is None:
             i = self.ensure_row(state_key)
         view = self._q_view
-        q = view[i, action]
+        cell = i * self.n_actions + action
+        q = view[cell]
         td_target = reward
         if next_state_key is not None:
             next_max = 0.0  # a state never updated
             j = index.get(next_state_key)
             if j is not None:
-                if not isinstance(next_mask, ActionMask):
-                    next_mask = _as_action_mask(next_mask)
                 entry = self._greedy[j].get(next_mask)
-                if entry is None:
-                    entry = self._greedy_entry(j, next_mask)
-                next_max = entry[0]
+                if entry is None or entry.actions is None:
+                    entry = self._greedy_set(j, next_mask)
+                next_max = entry.best
             td_target += gamma * next_max
         td_error = td_target - q
         value = q + alpha * td_error
-        view[i, action] = value
-        self._visits_view[i, action] += 1
+        view[cell] = value
+        self._visits_view[cell] += 1
         cache = self._greedy[i]
         if cache and value != q:
             _update_greedy(cache, action, q, value)
         return td_error
 
 
-def _update_greedy(
-    cache: dict[ActionMask, tuple[float, tuple[int, ...]]], action: int, old: float, value: float
-) -> None:
+class _GreedySet:
+    """The best value of a row within a mask, and the allowed actions that reach it (None: stale)."""
+
+    __slots__ = ("actions", "best")
+
+    def __init__(self) -> None:
+        self.best = 0.0
+        self.actions: tuple[int, ...] | None = None
+
+
+def _update_greedy(cache: dict[ActionMask, _GreedySet], action: int, old: float, value: float) -> None:
     """Q[s, action] went from `old` to `value` (!= old): update the cached greedy sets of s."""
-    for mask, (best, greedy) in list(cache.items()):
-        if action not in mask.allowed:
+    for mask, entry in cache.items():
+        greedy = entry.actions
+        if greedy is None or action not in mask.allowed:
             continue
+        best = entry.best
         if value > best:
-            cache[mask] = (value, (action,))
+            entry.best = value
+            entry.actions = (action,)
         elif value == best:  # joins the greedy set (it was below: value != old)
-            cache[mask] = (best, tuple(sorted((*greedy, action))))
-        elif old == best:  # leaves the greedy set
-            if len(greedy) > 1:
-                cache[mask] = (best, tuple(a for a in greedy if a != action))
-            else:
-                del cache[mask]  # the new maximum is unknown: rescan when next asked
+            entry.actions = tuple(sorted((*greedy, action)))
+        elif old == best:  # leaves the greedy set; if it was alone, the new maximum is unknown
+            entry.actions = tuple(a for a in greedy if a != action) if len(greedy) > 1 else None
 
 
 def td_update(
@@ -255,7 +265,7 @@ def td_update(
     gamma: float,
 ) -> float:
     """Apply one TD(0) update to `table` (see `QTable.td_update`). Returns the TD error."""
-    return table.td_update(state_key, action, reward, next_state_key, next_mask, alpha, gamma)
+    return table.td_update(state_key, action, reward, next_state_key, _as_action_mask(next_mask), alpha, gamma)
 
 
 class UniformSource(Protocol):

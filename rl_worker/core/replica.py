@@ -7,7 +7,6 @@ Decisions read the replica; only `apply` changes it.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import NamedTuple
 
 from rl_worker.core.actions import (
@@ -31,6 +30,7 @@ from rl_worker.core.qlearning import (
     select_greedy,
 )
 from rl_worker.core.rewards import (
+    PnlWindow,
     meta_reward,
     regime_alignment,
     risk_penalty,
@@ -75,7 +75,7 @@ class ModelReplica:
         self.sizing_table = QTable(N_SIZING_ACTIONS)
         self.winrate = WinRateTracker(config.market.winrate_window)
         self.equity = EquityCurve(config.market)
-        self.recent_pnl: deque[float] = deque(maxlen=config.reward.sharpe_window)
+        self.recent_pnl = PnlWindow(config.reward.sharpe_window)
         self.episodes = EpisodeTracker(q.gamma)
         self.applied: set[str] = set()
         self.n_updates = 0
@@ -154,27 +154,28 @@ class ModelReplica:
             return None
         self.log_offset = offset
         position_id = outcome.position_id
-        if position_id in self.applied:
+        applied = self.applied
+        if position_id in applied:
             return None
         reward_config = self.config.reward
         meta, sizing = outcome.meta, outcome.sizing
         meta_state, sizing_state = meta.state, sizing.state
-        sizing_action = SIZING_ACTIONS[sizing.action_index]
-        multiplier, leverage = sizing_action.size_multiplier, sizing_action.leverage
+        meta_action, sizing_action = meta.action_index, sizing.action_index
+        chosen_size = SIZING_ACTIONS[sizing_action]
+        multiplier, leverage = chosen_size.size_multiplier, chosen_size.leverage
         pnl = outcome.pnl_pct
         drawdown = outcome.max_drawdown_pct
+        recent_pnl = self.recent_pnl
 
-        sharpe = sharpe_signal(pnl, self.recent_pnl, reward_config)
-        alignment = regime_alignment(meta_state.regime, META_ACTIONS[meta.action_index].strategy, reward_config)
+        sharpe = sharpe_signal(pnl, recent_pnl, reward_config)
+        alignment = regime_alignment(meta_state.regime, META_ACTIONS[meta_action].strategy, reward_config)
         r_meta = meta_reward(pnl, drawdown, sharpe, alignment, reward_config)
         risk = risk_penalty(drawdown, multiplier, leverage, reward_config)
         vol_adjustment = volatility_adjustment(sizing_state.volatility, multiplier, leverage)
         r_size = size_reward(pnl, risk, vol_adjustment, reward_config)
 
-        self.recent_pnl.append(pnl)
-        winrate_tracker = self.winrate
-        winrate_tracker.record(pnl > 0.0)
-        winrate = winrate_tracker.winrate
+        recent_pnl.append(pnl)
+        winrate = self.winrate.record(pnl > 0.0)
         equity = self.equity
         equity.record(outcome.equity)
         n_updates = self.n_updates + 1
@@ -202,27 +203,17 @@ class ModelReplica:
             )
         alpha, gamma = self._alpha, self._gamma
         meta_td = self.meta_table.td_update(
-            meta.state_key,
-            meta.action_index,
-            r_meta,
-            next_meta_key,
-            self._meta_masks[next_regime],
-            alpha,
-            gamma,
+            meta.state_key, meta_action, r_meta, next_meta_key, self._meta_masks[next_regime], alpha, gamma
         )
         size_td = self.sizing_table.td_update(
-            sizing.state_key,
-            sizing.action_index,
-            r_size,
-            next_sizing_key,
-            self._sizing_next_mask,
-            alpha,
-            gamma,
+            sizing.state_key, sizing_action, r_size, next_sizing_key, self._sizing_next_mask, alpha, gamma
         )
-        self.episodes.step(r_meta, outcome.closed_at_ms)
+        closed_at_ms = outcome.closed_at_ms
+        episodes = self.episodes
+        episodes.step(r_meta, closed_at_ms)
         if terminal:
-            self.episodes.end(outcome.closed_at_ms)
-        self.applied.add(position_id)
+            episodes.end(closed_at_ms)
+        applied.add(position_id)
         self.n_updates = n_updates
         self.meta_reward_total += r_meta
         self.size_reward_total += r_size

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.market import EquityCurve, WinRateTracker
 from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica
+from rl_worker.core.rewards import PnlWindow
 
 __all__ = ["SCHEMA_VERSION", "SnapshotInfo", "decode_replica", "encode_replica", "read_snapshot_info"]
 
@@ -152,7 +152,7 @@ def decode_replica(data: bytes, config: CoreConfig | None = None) -> ModelReplic
         replica.equity = EquityCurve(
             stored.market, [float(p) for p in body["equity_points"]], float(body["equity_peak"])
         )
-        replica.recent_pnl = deque((float(p) for p in body["recent_pnl"]), maxlen=stored.reward.sharpe_window)
+        replica.recent_pnl = PnlWindow(stored.reward.sharpe_window, (float(p) for p in body["recent_pnl"]))
         replica.episodes = EpisodeTracker.from_dict(body["episodes"], stored.qlearning.gamma)
         replica.applied = {str(p) for p in body["applied"]}
         replica.n_updates = int(body["n_updates"])

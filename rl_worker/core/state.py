@@ -120,7 +120,7 @@ class MetaKeyBuilder:
             bins.account_health,
         )
         self._radix = tuple(len(edges) + 1 for edges in self._edges)
-        self._cache: dict[tuple[str, int], str] = {}
+        self._cache: dict[str, dict[int, str]] = {}
 
     def key(
         self,
@@ -138,10 +138,13 @@ class MetaKeyBuilder:
         c = bisect_right(ec, confidence)
         w = bisect_right(ew, previous_winrate)
         h = bisect_right(eh, account_health)
-        cell = (regime, (((v * rp + p) * rc + c) * rw + w) * rh + h)
-        key = self._cache.get(cell)
+        keys = self._cache.get(regime)
+        if keys is None:
+            keys = self._cache[regime] = {}
+        cell = (((v * rp + p) * rc + c) * rw + w) * rh + h
+        key = keys.get(cell)
         if key is None:
-            key = self._cache[cell] = f"{regime}|v{v}p{p}c{c}w{w}h{h}"
+            key = keys[cell] = f"{regime}|v{v}p{p}c{c}w{w}h{h}"
         return key
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rl_worker.core.config import RewardConfig
 from rl_worker.core.rewards import (
+    PnlWindow,
     meta_reward,
+    pnl_spread,
     regime_alignment,
     risk_penalty,
     sharpe_signal,
@@ -81,3 +88,56 @@ def test_size_reward() -> None:
     assert size_reward(1.2, 2.4, 0.12, DEFAULT) == pytest.approx(0.252, rel=1e-12)
     weights = RewardConfig(size_risk_weight=0.0, size_volatility_weight=1.0)
     assert size_reward(1.2, 2.4, 0.12, weights) == pytest.approx(1.32, rel=1e-12)
+
+
+def is_correctly_rounded_sqrt(result: float, square: Fraction) -> bool:
+    """`result` is the float nearest to sqrt(square): square lies between the squared midpoints."""
+    if square == 0:
+        return result == 0.0
+    below, above = math.nextafter(result, 0.0), math.nextafter(result, math.inf)
+    low = (Fraction(below) + Fraction(result)) / 2
+    high = (Fraction(result) + Fraction(above)) / 2
+    return low * low <= square <= high * high
+
+
+pnl_values = st.one_of(
+    st.floats(-20.0, 20.0),
+    st.sampled_from([0.0, -0.0, 1.0, 0.5, 1e-9, 3.3]),
+    st.floats(-1e6, 1e6),
+    st.floats(1e-12, 1e-6),
+)
+
+
+@given(values=st.lists(pnl_values, max_size=40), window=st.integers(1, 25))
+def test_pnl_window_std_is_exact_then_rounded_once(values: list[float], window: int) -> None:
+    pnl = PnlWindow(window)
+    for k, value in enumerate(values, start=1):
+        pnl.append(value)
+        kept = list(pnl)
+        assert kept == values[:k][-window:]
+        n = len(kept)
+        if n < 2:
+            assert pnl.sample_std() == 0.0
+            continue
+        exact = [Fraction(v) for v in kept]
+        mean = sum(exact) / n
+        variance = sum((v - mean) ** 2 for v in exact) / (n - 1)
+        std = pnl.sample_std()
+        assert is_correctly_rounded_sqrt(std, variance)
+        # incremental sums (with rescaling) give what a fresh window gives
+        assert PnlWindow(window, kept).sample_std() == std
+
+
+@given(values=st.lists(pnl_values, max_size=25), pnl=st.floats(-10, 10))
+def test_sharpe_signal_of_a_list_equals_that_of_a_window(values: list[float], pnl: float) -> None:
+    window = PnlWindow(20, values)
+    assert sharpe_signal(pnl, list(window), DEFAULT) == sharpe_signal(pnl, window, DEFAULT)
+    assert pnl_spread(window, 0.5) == max(0.5, window.sample_std())
+
+
+def test_pnl_window_behaves_like_its_values() -> None:
+    window = PnlWindow(3, [1.0, 2.5, -0.25, 4.0])
+    assert list(window) == window.to_list() == [2.5, -0.25, 4.0]
+    assert len(window) == 3
+    assert window[-1] == 4.0
+    assert window.maxlen == 3
