@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,9 +201,15 @@ class Consumed:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, expect: int | None = None, timeout_s: float = 30.0, idle_s: float = 2.0
+    bootstrap: str,
+    topic: str,
+    expect: int | None = None,
+    timeout_s: float = 30.0,
+    idle_s: float = 2.0,
+    distinct: Callable[[Consumed], Any] | None = None,
 ) -> list[Consumed]:
-    """Every record of a topic from the beginning: until `expect` records, or `idle_s` without any."""
+    """Every record of a topic from the beginning: until `expect` records (or `expect` distinct
+    values of `distinct(record)`, when duplicates are allowed), or `idle_s` without any."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     out: list[Consumed] = []
@@ -227,7 +233,8 @@ async def read_topic(
                 for r in records:
                     out.append(Consumed(tp.topic, tp.partition, r.offset, r.key, r.value, dict(r.headers)))
                     last = time.monotonic()
-            if expect is not None and len(out) >= expect:
+            seen = len(out) if distinct is None else len({distinct(r) for r in out})
+            if expect is not None and seen >= expect:
                 # drain a little longer to catch unexpected extras
                 if time.monotonic() - last > 0.5:
                     break
@@ -236,6 +243,14 @@ async def read_topic(
     finally:
         await consumer.stop()
     return out
+
+
+def decision_id(record: Consumed) -> Any:
+    return json.loads(record.value or b"{}").get("decision_id")
+
+
+def record_key(record: Consumed) -> Any:
+    return record.key
 
 
 def run(coro: Any) -> Any:

@@ -9,8 +9,10 @@ from rl_worker.stream.runtime import WorkerRuntime
 from tests.integration.harness import read_topic, run
 
 
-def replay_outcomes(bootstrap: str, topic: str, expect: int) -> tuple[bytes, int]:
-    """(snapshot bytes of a fresh replica fed the whole log from offset 0, records in the log)."""
+def replay_outcomes(bootstrap: str, topic: str, expect: int | None) -> tuple[bytes, int]:
+    """(snapshot bytes of a fresh replica fed the whole log from offset 0, records in the log).
+
+    `expect=None` reads until the log has been quiet for two seconds."""
     records = run(read_topic(bootstrap, topic, expect=expect, timeout_s=30))
     runtime = WorkerRuntime(Settings(), MemoryCheckpointStore())
     for record in sorted(records, key=lambda r: r.offset):

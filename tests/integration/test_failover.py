@@ -13,7 +13,7 @@ import redis
 
 from rl_worker.contract import DecisionRecord
 from rl_worker.core.outcome import Outcome
-from tests.integration.harness import produce, read_topic, run
+from tests.integration.harness import decision_id, produce, read_topic, record_key, run
 from tests.integration.replay import replay_outcomes
 from tests.integration.test_decisions import build_positions
 
@@ -36,7 +36,7 @@ def test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay
     restarted.wait_ready()
     run(produce(stack.bootstrap, records[b:], pace_s=0.002))
 
-    decisions = run(read_topic(stack.bootstrap, stack.decisions, expect=2 * n, timeout_s=90, idle_s=5))
+    decisions = run(read_topic(stack.bootstrap, stack.decisions, expect=2 * n, timeout_s=90, distinct=decision_id))
     parsed = [DecisionRecord.model_validate_json(d.value) for d in decisions]
     distinct = {(d.position_id, d.agent) for d in parsed}
     assert distinct == {(p, agent) for p in events for agent in ("meta", "sizing")}
@@ -46,10 +46,10 @@ def test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay
     # always under the same decision_id (consumers dedupe by it; see the README).
     print(f"decisions: {len(parsed)} records, {len(per_id)} distinct ids")
 
-    outcomes = run(read_topic(stack.bootstrap, stack.outcomes, expect=n, timeout_s=60, idle_s=5))
+    outcomes = run(read_topic(stack.bootstrap, stack.outcomes, expect=n, timeout_s=60, distinct=record_key))
     assert {Outcome.model_validate_json(o.value).position_id for o in outcomes} == set(events)
 
-    replayed, log_size = replay_outcomes(stack.bootstrap, stack.outcomes, expect=len(outcomes))
+    replayed, log_size = replay_outcomes(stack.bootstrap, stack.outcomes, expect=None)
     for worker in (second, restarted):
         health = worker.wait_model_version(log_size)
         assert health["outcomes_applied"] == n
@@ -88,8 +88,12 @@ def test_restart_from_checkpoint_plus_tail_equals_full_replay(stack_factory: Any
     health = restarted.wait_model_version(40)
     assert health["checkpoint"]["restored_from"] == checkpointed
     assert any(s.startswith("35:") and "checksum" in s for s in health["checkpoint"]["restore_skipped"])
-    replayed, log_size = replay_outcomes(stack.bootstrap, stack.outcomes, expect=40)
-    assert log_size == 40
+    # a SIGKILL redelivers the uncommitted input, which re-emits outcomes: the log may hold
+    # duplicates, which every replica skips the same way
+    replayed, log_size = replay_outcomes(stack.bootstrap, stack.outcomes, expect=None)
+    assert log_size >= 40
+    health = restarted.wait_model_version(log_size)
+    assert health["outcomes_applied"] == 40
     live = restarted.get("/snapshot")
     if live != replayed:
         a, b = json.loads(live)["body"], json.loads(replayed)["body"]
