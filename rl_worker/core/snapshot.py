@@ -1,7 +1,7 @@
 """Snapshot codec: a whole replica to bytes and back, JSON + raw little-endian arrays, never pickle.
 
     {"format": "rl_worker.replica", "schema_version": 1, "library_version": "...",
-     "sha256": <hash of the canonical body>, "body": {... "outcomes_offset": n ...}}
+     "sha256": <hash of the canonical envelope without this field>, "body": {... "outcomes_offset": n ...}}
 
 Floats go through JSON as their shortest repr and arrays as base64 of their exact bytes,
 so decode(encode(r)) is bit-identical to r. Anything else is rejected with SnapshotError.
@@ -86,15 +86,14 @@ def encode_replica(replica: ModelReplica) -> bytes:
         "meta_reward_total": replica.meta_reward_total,
         "size_reward_total": replica.size_reward_total,
     }
-    canonical = _canonical(body)
-    envelope = {
+    envelope: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "library_version": __version__,
-        "sha256": hashlib.sha256(canonical).hexdigest(),
         "body": body,
     }
-    return json.dumps(envelope, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    envelope["sha256"] = hashlib.sha256(_canonical(envelope)).hexdigest()
+    return _canonical(envelope)
 
 
 class SnapshotInfo:
@@ -126,8 +125,10 @@ def _load_envelope(data: bytes) -> dict[str, Any]:
         raise SnapshotError("not an rl_worker replica snapshot")
     if envelope.get("schema_version") != SCHEMA_VERSION:
         raise SnapshotError(f"snapshot schema {envelope.get('schema_version')} is not the supported {SCHEMA_VERSION}")
-    body = envelope.get("body")
-    if not isinstance(body, dict) or hashlib.sha256(_canonical(body)).hexdigest() != envelope.get("sha256"):
+    sealed = {k: v for k, v in envelope.items() if k != "sha256"}
+    if not isinstance(envelope.get("body"), dict) or hashlib.sha256(_canonical(sealed)).hexdigest() != envelope.get(
+        "sha256"
+    ):
         raise SnapshotError("snapshot checksum mismatch: the bytes are corrupt")
     return envelope
 
