@@ -3,29 +3,37 @@
 A sticky Markov chain picks a hidden regime per position (TREND, RANGE, BREAKOUT,
 MEAN_REVERSION). Each regime has its own distribution of per-bar volatility and trend
 strength; the price window a signal carries is drawn from it, so
-`rl_worker.core.market.compute_market_features` recovers the regime most of the time but
-not always (the regime profiles below are tuned for roughly 80 % right).
+`rl_worker.core.market.compute_market_features` (with the default `MarketConfig`) recovers
+the regime for about 85 % of the positions: weak trends pass for ranges, calm breakouts
+for trends, and so on.
 
-A position's underlying return R (percent, in the position's direction) is normal,
+A position's underlying return R (percent of notional, in the position's direction) is normal,
 
-    R ~ N(mu, s),  mu = strategy_edge[regime][strategy] * (0.75 + 0.5 * weight)
-                        * (0.6 + 0.8 * confidence) + model_edge[regime][model],
-                   s  = noise_scale * 100 * per-bar volatility,
+    R ~ N(mu, s)
+    mu = edge[regime][strategy] * (1 + weight_effect * (weight - 0.5)) * (0.6 + 0.8 * confidence)
+         * intensity + model_effect * model_edge[regime][model] - cost_pct
+    s  = noise_scale * 100 * per-bar volatility
 
-and the sizing action scales it: with exposure x = size_multiplier * leverage,
+where `intensity` is how pronounced a trend is (a weak trend is the one detection misses,
+and the one that pays little either way). The sizing action scales the position: with
+exposure x = size_multiplier * leverage, pnl and drawdown are reported on the margin,
 
     pnl_pct          = x * R
-    max_drawdown_pct = x * (max(0, -R) + excursion),  excursion ~ excursion_scale * s * Exp(1)
+    max_drawdown_pct = x * (max(0, -R) + excursion),  excursion ~ excursion_scale * s * Gamma(4, 1/4)
 
-So the strategy edge does not grow with volatility while the drawdown does: the best
-exposure is large in calm markets and small in volatile ones (the core's risk penalty is
-quadratic in x).
+The edge does not grow with volatility while the drawdown does, and the core's risk penalty
+(drawdown * x / reference) is quadratic in x, so the best exposure is large in calm markets
+and small in volatile ones. The trading cost makes a position of a non-native strategy lose
+money, so that rewards are not all positive (with Q-values starting at zero, an agent whose
+every action pays stops exploring as soon as one pays).
 
 Every reward term of `rl_worker.core.rewards` is linear in pnl and drawdown except
 `sharpe_signal`, a clipped pnl / spread; for a normal pnl its expectation has a closed
 form, so `SyntheticMarket.score` returns the exact expected meta and size reward of every
-action, given the hidden state, the detected regime and the spread of the pnl history the
-replica holds when the positions are applied in the order they are opened (one at a time).
+action, given the hidden state, the detected regime and the spread of the pnl history that
+the replica holds when it applies the positions one at a time, in the order they were
+opened. When positions overlap (the live simulation keeps several in flight), the replica's
+spread may be a few closes behind; the sharpe term is then approximate.
 
 Pure: numpy and the standard library (plus the core's own pure functions); every draw
 comes from generators seeded by (seed, position index), so the market a policy sees does
@@ -102,8 +110,9 @@ REGIME_PROFILES: dict[str, RegimeProfile] = {
     "MEAN_REVERSION": RegimeProfile(volatility=0.0165, volatility_spread=0.25, trend=(0.0, 0.0), reversion=0.3),
 }
 
-# Mean underlying return (percent) of each strategy in each hidden regime, at weight 0.5
-# and confidence 0.5: the regime-native strategy earns, the opposite one loses.
+# Mean underlying return (percent) of each strategy in each hidden regime, before costs, at
+# weight 0.5, confidence 0.5 and typical intensity: the regime-native strategy earns, the
+# strategy the core's regime mask leaves out loses, the other one roughly pays its costs.
 STRATEGY_EDGE_PCT: dict[str, dict[str, float]] = {
     "TREND": {"dual_momentum": 0.6, "mean_reversion": -0.45, "breakout": 0.2},
     "BREAKOUT": {"dual_momentum": 0.25, "mean_reversion": -0.6, "breakout": 0.7},
@@ -146,6 +155,9 @@ class SimConfig(BaseModel):
     )
     noise_scale: float = Field(1.0, gt=0, description="multiplies the spread s of the return R")
     excursion_scale: float = Field(0.5, ge=0, description="mean adverse excursion beyond the final loss, in units of s")
+    weight_effect: float = Field(0.2, ge=0, le=2, description="strategy edge factor 1 + weight_effect * (weight - 0.5)")
+    model_effect: float = Field(0.5, ge=0, description="multiplies the models' additive edges")
+    cost_pct: float = Field(0.2, ge=0, description="fees and slippage per unit of exposure, in percent")
     initial_equity: float = Field(100_000.0, gt=0)
     equity_allocation: float = Field(0.02, gt=0, le=1, description="equity fraction one position's pnl_pct applies to")
     tight_limits_probability: float = Field(
@@ -170,7 +182,7 @@ class HiddenState:
 
     regime: str
     volatility: float  # per-bar log-return std of the window
-    trend: float  # drift / volatility per bar, signed by the position side
+    trend: float  # |drift| / volatility per bar (0 for RANGE and MEAN_REVERSION windows)
     confidence: float
     intensity: float  # how pronounced the regime is: scales every strategy edge (1 = typical)
     return_spread_pct: float  # s: std of the underlying return R
@@ -396,14 +408,14 @@ class SyntheticMarket:
 
     # ---- the reward oracle -------------------------------------------------------------------
 
-    @staticmethod
-    def expected_return(opened: OpenedPosition, meta_action_index: int) -> float:
+    def expected_return(self, opened: OpenedPosition, meta_action_index: int) -> float:
         """mu: the mean underlying return (percent) of a meta action in this position."""
+        cfg = self.config
         hidden = opened.hidden
         action = META_ACTIONS[meta_action_index]
         edge = STRATEGY_EDGE_PCT[hidden.regime][action.strategy]
-        edge *= (0.75 + 0.5 * action.weight) * (0.6 + 0.8 * hidden.confidence) * hidden.intensity
-        return edge + MODEL_EDGE_PCT[hidden.regime][action.model]
+        edge *= (1.0 + cfg.weight_effect * (action.weight - 0.5)) * (0.6 + 0.8 * hidden.confidence) * hidden.intensity
+        return edge + cfg.model_effect * MODEL_EDGE_PCT[hidden.regime][action.model] - cfg.cost_pct
 
     def expected_meta_rewards(self, opened: OpenedPosition, sizing_action_index: int) -> FloatArray:
         """E[meta reward] of each of the 60 meta actions, given the sizing action taken."""
@@ -480,7 +492,7 @@ class SyntheticMarket:
         exposure = sizing.size_multiplier * sizing.leverage
         mu = self.expected_return(opened, meta_action_index)
         underlying = mu + hidden.return_spread_pct * float(rng.standard_normal())
-        excursion = hidden.excursion_pct * float(rng.exponential())
+        excursion = hidden.excursion_pct * float(rng.gamma(4.0, 0.25))
         pnl_pct = exposure * underlying
         drawdown_pct = exposure * (max(0.0, -underlying) + excursion)
 
