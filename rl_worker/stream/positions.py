@@ -40,6 +40,8 @@ _SLOT = {"SIGNAL_GENERATED": "signal", "TRADE_EXECUTED": "execution", "POSITION_
 class Emit:
     kind: Literal["decision", "outcome"]
     value: bytes
+    agent: str | None = None  # decisions: "meta" | "sizing" (for metrics, without parsing `value`)
+    explored: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +205,7 @@ class PositionJoiner:
             "record": text,
             "emitted_by": src,
         }
-        return stored, Emit("decision", text.encode())
+        return stored, Emit("decision", text.encode(), agent, selection.explored)
 
     def _outcome(self, row: Row, position_id: str) -> str:
         signal, close = row["signal"], row["close"]
@@ -227,9 +229,10 @@ class PositionJoiner:
     @staticmethod
     def _emitted_by(row: Row, src: list[Any]) -> list[Emit]:
         emits = [
-            Emit("decision", row[agent]["record"].encode())
+            Emit("decision", text.encode(), agent, json.loads(text)["explored"])
             for agent in ("meta", "sizing")
             if agent in row and row[agent]["emitted_by"] == src
+            for text in (row[agent]["record"],)
         ]
         if "outcome" in row and row["outcome"]["emitted_by"] == src:
             emits.append(Emit("outcome", row["outcome"]["record"].encode()))

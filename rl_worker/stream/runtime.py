@@ -75,6 +75,8 @@ class WorkerRuntime:
         self._pending: tuple[int, bytes] | None = None
         self._pending_event = asyncio.Event()
         self.started_ms = now_ms()
+        self._event_counters: dict[tuple[str, str], Any] = {}  # labelled children, looked up once
+        self._decision_counters: dict[tuple[str, bool], Any] = {}
         self.first_decision_ms: int | None = None
 
     # ---- start-up ------------------------------------------------------------------------------
@@ -126,7 +128,10 @@ class WorkerRuntime:
         except InvalidEventError as exc:
             self.metrics.dead_letters.labels(topic, exc.kind).inc()
             return None, None, DeadLetter(exc.kind, exc.reason)
-        self.metrics.events.labels(topic, result.status).inc()
+        counter = self._event_counters.get((topic, result.status))
+        if counter is None:
+            counter = self._event_counters[(topic, result.status)] = self.metrics.events.labels(topic, result.status)
+        counter.inc()
         return position_id, result, None
 
     def count_emits(self, emits: list[Emit], message_ts_ms: int | None) -> None:
@@ -134,8 +139,17 @@ class WorkerRuntime:
             if emit.kind == "outcome":
                 self.metrics.outcomes_published.inc()
                 continue
-            record = json.loads(emit.value)
-            self.metrics.decisions.labels(record["agent"], str(record["explored"]).lower()).inc()
+            if emit.agent is None or emit.explored is None:
+                record = json.loads(emit.value)
+                agent, explored = record["agent"], record["explored"]
+            else:
+                agent, explored = emit.agent, emit.explored
+            counter = self._decision_counters.get((agent, explored))
+            if counter is None:
+                counter = self._decision_counters[(agent, explored)] = self.metrics.decisions.labels(
+                    agent, "true" if explored else "false"
+                )
+            counter.inc()
             if message_ts_ms:
                 self.metrics.latency.observe(max(0.0, (now_ms() - message_ts_ms) / 1000))
             if self.first_decision_ms is None:
@@ -189,7 +203,7 @@ class WorkerRuntime:
                 self._pending_event.clear()
                 try:
                     await asyncio.wait_for(self._pending_event.wait(), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 continue
             offset, data = self._pending

@@ -1,0 +1,745 @@
+"""End-to-end benchmark of the stream worker on ONE embedded broker (tansu) it starts itself.
+
+    .venv/bin/python scripts/bench_worker.py             # 3 runs, full sizes
+    .venv/bin/python scripts/bench_worker.py --quick     # 1 run, small sizes (a smoke run)
+    .venv/bin/python scripts/bench_worker.py --runs 5 --profile /tmp/prof   # + py-spy of the worker in (b)
+
+Each run measures, on fresh topics of the same broker:
+
+(a) the ceiling: raw aiokafka consume -> json parse + dict update -> json encode -> produce of a
+    pre-produced backlog of ~200-byte JSON records on 4 partitions (first record consumed to
+    the last one acknowledged by the broker);
+(b) the worker (`python -m rl_worker worker`, ONE process): a backlog of valid SIGNAL_GENERATED
+    records is pre-produced, the worker is started, and the rate is measured from the first to
+    the N-th decision as received by a consumer of the decisions topic (consumer wall clock);
+    the time from launching the worker process to the first decision received is reported too;
+(c) latency at a steady rate (default 200 signals/s for 20 s) against the same, now idle, worker:
+    "end to end" = our consumer receiving the decision minus our producer's send() call for the
+    signal (includes both of our own client hops, the worker's fetch wait and its producer
+    linger); "broker timestamps" = the decision record's CreateTime (stamped by the worker's
+    producer when it queued the send) minus the signal record's CreateTime (stamped by our
+    producer at send()), 1 ms resolution, excludes our consumer's fetch;
+(d) outcomes applied per second by a replica from the log: valid Outcome records (made by a
+    ModelReplica deciding on synthetic signals, as the worker builds them) are pre-produced to a
+    one-partition topic, then a fresh WorkerRuntime applies all of them through the same calls
+    as the worker's OutcomesFollower (aiokafka getmany -> runtime.apply_record -> after_batch,
+    with the checkpoint writer task writing to Redis), timed from the first fetch to the last
+    record applied.
+
+Figures are medians over the runs. Everything talks to 127.0.0.1 only (the broker, the worker
+and its web port, Redis); every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from tests import factories  # noqa: E402
+from tests.integration.harness import EmbeddedBroker, free_port  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+PARTITIONS = 4
+AIM_RATIO = 0.33
+GOAL_RATIO = 0.5
+AIM_P99_MS = 20.0
+AIM_APPLY_PER_S = 50_000
+
+
+@dataclass
+class Sizes:
+    passthrough: int
+    signals: int
+    steady_rate: float
+    steady_s: float
+    outcomes: int
+
+
+FULL = Sizes(passthrough=50_000, signals=20_000, steady_rate=200.0, steady_s=20.0, outcomes=50_000)
+QUICK = Sizes(passthrough=10_000, signals=5_000, steady_rate=200.0, steady_s=5.0, outcomes=10_000)
+
+
+@dataclass
+class RunResult:
+    passthrough_per_s: float = float("nan")
+    worker_per_s: float = float("nan")
+    first_decision_s: float = float("nan")
+    e2e_p50_ms: float = float("nan")
+    e2e_p99_ms: float = float("nan")
+    ts_p50_ms: float = float("nan")
+    ts_p99_ms: float = float("nan")
+    steady_sent: int = 0
+    steady_received: int = 0
+    outcomes_per_s: float = float("nan")
+    worker_cpu: float = float("nan")  # cores used by the worker process during (b)
+    broker_cpu: float = float("nan")  # cores used by the broker during (b)
+    worker_cpu_us: float = float("nan")  # worker CPU time per decision in (b)
+    main_on_cpu: float = float("nan")  # share of (b) the worker's main thread ran on a CPU
+    main_cpu_wait: float = float("nan")  # ... was runnable but waited for a CPU (other load)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+
+class Processes:
+    """Everything started here, so that an exit path (also Ctrl-C) stops all of it."""
+
+    def __init__(self) -> None:
+        self.broker: EmbeddedBroker | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.profilers: list[subprocess.Popen[bytes]] = []
+
+    def stop_worker(self, proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc in self.workers:
+            self.workers.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.profilers):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(20)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        self.profilers.clear()
+        for proc in list(self.workers):
+            self.stop_worker(proc, 10.0)
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+
+# ---- Kafka helpers -------------------------------------------------------------------------------
+
+
+async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, parts, 1) for name, parts in topics.items()])
+    finally:
+        await admin.close()
+
+
+def fast_producer(bootstrap: str, **kw: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {"linger_ms": 5, "max_batch_size": 65536, "acks": 1}
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **(options | kw))
+
+
+async def produce_backlog(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], partitions: int) -> None:
+    """Pre-produce `records` (key, value); keys decide the partition unless there is only one."""
+    producer = fast_producer(bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:
+            if partitions == 1:
+                await producer.send(topic, key=key, value=value, partition=0)
+            else:
+                await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def assigned_consumer(bootstrap: str, topic: str, partitions: int, **kw: Any) -> AIOKafkaConsumer:
+    options: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "fetch_max_wait_ms": 10,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+    }
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **(options | kw))
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+# ---- (a) the ceiling -----------------------------------------------------------------------------
+
+
+def passthrough_records(n: int) -> list[tuple[bytes, bytes]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        body = {
+            "event_id": f"e-{i}",
+            "event_type": "SIGNAL_GENERATED",
+            "position_id": f"p-{i}",
+            "symbol": "BTCUSDT",
+            "timestamp": 1_795_000_000_000 + i,
+            "side": "LONG",
+            "confidence": round(float(rng.random()), 4),
+            "prices": [round(float(x), 4) for x in 100 + rng.random(4)],
+        }
+        value = json.dumps(body).encode()
+        out.append((f"p-{i}".encode(), value))
+    return out
+
+
+async def measure_passthrough(bootstrap: str, records: list[tuple[bytes, bytes]], uid: str) -> float:
+    src, dst = f"bench{uid}.pass-in", f"bench{uid}.pass-out"
+    await create_topics(bootstrap, {src: PARTITIONS, dst: PARTITIONS})
+    await produce_backlog(bootstrap, src, records, PARTITIONS)
+    consumer = await assigned_consumer(bootstrap, src, PARTITIONS, fetch_max_wait_ms=100)
+    producer = fast_producer(bootstrap)
+    await producer.start()
+    state: dict[str, int] = {}
+    n, done = len(records), 0
+    started: float | None = None
+    try:
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for tp, recs in batch.items():
+                for r in recs:
+                    event = json.loads(r.value)
+                    state[event["position_id"]] = state.get(event["position_id"], 0) + 1
+                    event["seen"] = state[event["position_id"]]
+                    await producer.send(dst, key=r.key, value=json.dumps(event).encode(), partition=tp.partition)
+                    done += 1
+        await producer.flush()
+        assert started is not None
+        return n / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+# ---- (b) + (c) the worker ------------------------------------------------------------------------
+
+
+def signal_records(n: int, prefix: str, seed: int) -> list[tuple[bytes, bytes]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        pid = f"{prefix}-{i}"
+        out.append((pid.encode(), factories.encode(factories.signal(pid, rng))))
+    return out
+
+
+@dataclass
+class WorkerTopics:
+    uid: str
+
+    def name(self, what: str) -> str:
+        return f"bench{self.uid}.{what}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "RL_TOPICS__SIGNALS": self.name("signals"),
+            "RL_TOPICS__EXECUTIONS": self.name("executions"),
+            "RL_TOPICS__CLOSES": self.name("closes"),
+            "RL_TOPICS__DECISIONS": self.name("decisions"),
+            "RL_TOPICS__DEAD_LETTER": self.name("dead-letter"),
+            "RL_TOPICS__OUTCOMES": self.name("outcomes"),
+        }
+
+
+def start_worker(
+    procs: Processes, bootstrap: str, redis_url: str, app_id: str, topics: WorkerTopics, workdir: Path,
+    extra_env: dict[str, str],
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
+    env |= {
+        "RL_KAFKA_BOOTSTRAP": bootstrap,
+        "RL_REDIS_URL": redis_url,
+        "RL_APP_ID": app_id,
+        "RL_WEB_HOST": LOOPBACK,
+        "RL_WEB_PORT": str(port),
+        "RL_DATA_DIR": str(workdir / f"data-{app_id}"),
+        "RL_PARTITIONS": str(PARTITIONS),
+        "PYTHONUNBUFFERED": "1",
+    } | topics.env() | extra_env
+    log_path = workdir / f"{app_id}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rl_worker", "worker", "-l", "info"],
+            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    procs.workers.append(proc)
+    return proc, port, log_path
+
+
+def start_profiler(procs: Processes, pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        print("py-spy not found: pip install py-spy (profile skipped)")
+        return None
+    proc = subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--output", str(out),
+         "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    procs.profilers.append(proc)
+    return proc
+
+
+def stop_profiler(procs: Processes, proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    procs.profilers.remove(proc)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main_thread_sched(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of a process's main thread (Linux)."""
+    try:
+        run, wait, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    return int(run) / 1e9, int(wait) / 1e9
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values), q))
+
+
+async def measure_worker(
+    procs: Processes, bootstrap: str, redis_url: str, workdir: Path, backlog: list[tuple[bytes, bytes]],
+    sizes: Sizes, uid: str, profile_dir: Path | None, run_index: int, extra_env: dict[str, str],
+) -> RunResult:
+    result = RunResult()
+    topics = WorkerTopics(uid)
+    app_id = f"bench-{uid}"
+    await create_topics(bootstrap, {
+        topics.name("signals"): PARTITIONS,
+        topics.name("executions"): PARTITIONS,
+        topics.name("closes"): PARTITIONS,
+        topics.name("decisions"): PARTITIONS,
+        topics.name("dead-letter"): PARTITIONS,
+        topics.name("outcomes"): 1,
+    })
+    await produce_backlog(bootstrap, topics.name("signals"), backlog, PARTITIONS)
+    consumer = await assigned_consumer(bootstrap, topics.name("decisions"), PARTITIONS, fetch_max_wait_ms=5)
+    n = len(backlog)
+    received: dict[bytes, tuple[float, int]] = {}  # decision key -> (wall time received, record CreateTime)
+    duplicates = 0
+    dead_consumer = await assigned_consumer(bootstrap, topics.name("dead-letter"), PARTITIONS)
+
+    async def drain_until(predicate: Any, timeout_s: float) -> None:
+        nonlocal duplicates
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(received)} decisions after {timeout_s:.0f} s")
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.time()
+            for recs in batch.values():
+                for r in recs:
+                    if r.key in received:
+                        duplicates += 1
+                    else:
+                        received[r.key] = (now, r.timestamp)
+
+    launched = time.time()
+    worker, _port, log_path = start_worker(procs, bootstrap, redis_url, app_id, topics, workdir, extra_env)
+    profiler = None
+    try:
+        # (b) the backlog
+        await drain_until(lambda: len(received) >= 1, 120.0)
+        broker_pid = procs.broker.process.pid if procs.broker else 0
+        cpu0 = (time.monotonic(), cpu_seconds(worker.pid), cpu_seconds(broker_pid))
+        sched0 = main_thread_sched(worker.pid)
+        if profile_dir is not None:
+            profiler = start_profiler(procs, worker.pid, profile_dir / f"worker-run{run_index}.txt")
+        await drain_until(lambda: len(received) >= n, 120.0 + n / 500)
+        wall = time.monotonic() - cpu0[0]
+        result.worker_cpu = (cpu_seconds(worker.pid) - cpu0[1]) / wall
+        result.broker_cpu = (cpu_seconds(broker_pid) - cpu0[2]) / wall
+        result.worker_cpu_us = result.worker_cpu * wall / (n - 1) * 1e6
+        sched1 = main_thread_sched(worker.pid)
+        result.main_on_cpu = (sched1[0] - sched0[0]) / wall
+        result.main_cpu_wait = (sched1[1] - sched0[1]) / wall
+        stop_profiler(procs, profiler)
+        profiler = None
+        times = sorted(t for t, _ in received.values())
+        result.first_decision_s = times[0] - launched
+        result.worker_per_s = (n - 1) / (times[n - 1] - times[0])
+        if duplicates:
+            result.notes.append(f"{duplicates} duplicate decisions in (b)")
+
+        # (c) steady rate, fresh position ids, the worker already warm and idle
+        await asyncio.sleep(1.0)
+        steady = signal_records(int(sizes.steady_rate * sizes.steady_s), f"lat{uid}", seed=100 + run_index)
+        sent: dict[bytes, tuple[float, int]] = {}
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+        await producer.start()
+        stop_consuming = asyncio.Event()
+
+        async def consume_steady() -> None:
+            while not stop_consuming.is_set():
+                batch = await consumer.getmany(timeout_ms=20)
+                now = time.time()
+                for recs in batch.values():
+                    for r in recs:
+                        received.setdefault(r.key, (now, r.timestamp))
+
+        reader = asyncio.create_task(consume_steady())
+        try:
+            signals_topic = topics.name("signals")
+            period = 1.0 / sizes.steady_rate
+            start = time.monotonic() + 0.05
+            for i, (key, value) in enumerate(steady):
+                delay = start + i * period - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                at = time.time()
+                fut = await producer.send(signals_topic, key=key, value=value)
+                sent[key] = (at, 0)
+                fut.add_done_callback(
+                    lambda f, key=key, at=at: sent.__setitem__(key, (at, f.result().timestamp))
+                    if not f.exception() else None
+                )
+            await producer.flush()
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and not all(k in received for k in sent):
+                await asyncio.sleep(0.05)
+        finally:
+            stop_consuming.set()
+            await reader
+            await producer.stop()
+        warmup = int(sizes.steady_rate)  # the first second is not counted
+        keys = list(sent)[warmup:] if len(sent) > 2 * warmup else list(sent)
+        e2e = [(received[k][0] - sent[k][0]) * 1000 for k in keys if k in received]
+        ts = [float(received[k][1] - sent[k][1]) for k in keys if k in received and sent[k][1]]
+        if os.environ.get("BENCH_DUMP_LATENCY"):
+            with open(os.environ["BENCH_DUMP_LATENCY"], "w") as dump:
+                for k in keys:
+                    if k in received:
+                        print(f"{sent[k][0]:.4f} {(received[k][0] - sent[k][0]) * 1000:.2f} "
+                              f"{received[k][1] - sent[k][1]}", file=dump)
+        result.steady_sent, result.steady_received = len(sent), sum(1 for k in sent if k in received)
+        result.e2e_p50_ms, result.e2e_p99_ms = percentile(e2e, 50), percentile(e2e, 99)
+        result.ts_p50_ms, result.ts_p99_ms = percentile(ts, 50), percentile(ts, 99)
+        if result.steady_received < result.steady_sent:
+            result.notes.append(f"(c) {result.steady_sent - result.steady_received} signals without decision")
+        dead = await dead_consumer.getmany(timeout_ms=200)
+        n_dead = sum(len(v) for v in dead.values())
+        if n_dead:
+            result.notes.append(f"{n_dead} dead letters (unexpected)")
+    finally:
+        stop_profiler(procs, profiler)
+        await consumer.stop()
+        await dead_consumer.stop()
+        procs.stop_worker(worker)
+    return result
+
+
+# ---- (d) outcomes applied by a replica -----------------------------------------------------------
+
+
+def outcome_records(n: int, seed: int = 5) -> list[tuple[bytes, bytes]]:
+    """Outcomes as the worker builds them: a replica decides on synthetic signals; it learns as it goes."""
+    from rl_worker.contract import SignalGenerated
+    from rl_worker.core.config import CoreConfig
+    from rl_worker.core.market import compute_market_features
+    from rl_worker.core.outcome import Outcome
+    from rl_worker.core.replica import ModelReplica
+
+    config = CoreConfig()
+    replica = ModelReplica(config)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        pid = f"pos-{i}"
+        sig = SignalGenerated.model_validate(factories.signal(pid, rng))
+        market = compute_market_features(sig.prices, config.market, sig.buy_volume, sig.sell_volume)
+        meta = replica.decide_meta(market, sig.confidence, f"{pid}:meta")
+        exe = factories.execution(pid, rng)
+        sizing = replica.decide_sizing(
+            sig.confidence, exe["portfolio_exposure"], market.volatility, f"{pid}:sizing",
+            exe.get("max_size_multiplier"), exe.get("max_leverage"),
+        )
+        cls = factories.close(pid, rng)
+        at_close = compute_market_features(cls["prices"], config.market)
+        outcome = Outcome(
+            position_id=pid,
+            symbol="BTCUSDT",
+            closed_at_ms=cls["timestamp"] + i,
+            pnl_pct=cls["pnl_pct"],
+            max_drawdown_pct=cls["max_drawdown_pct"],
+            equity=cls["equity"],
+            meta={"decision_id": f"{pid}:meta", "state": meta.state.as_dict(), "state_key": meta.state_key,
+                  "action_index": meta.selection.action},
+            sizing={"decision_id": f"{pid}:sizing", "state": sizing.state.as_dict(),
+                    "state_key": sizing.state_key, "action_index": sizing.selection.action},
+            next_regime=at_close.regime,
+            next_volatility=at_close.volatility,
+            next_market_pressure=at_close.market_pressure,
+        )
+        replica.apply(outcome, i)
+        out.append((pid.encode(), outcome.model_dump_json().encode()))
+    return out
+
+
+async def measure_outcomes(bootstrap: str, redis_url: str, topic: str, n: int, uid: str) -> float:
+    from rl_worker.settings import Settings
+    from rl_worker.stream.checkpoints import RedisCheckpointStore
+    from rl_worker.stream.runtime import WorkerRuntime
+
+    settings = Settings(app_id=f"bench-apply-{uid}", kafka_bootstrap=bootstrap, redis_url=redis_url)
+    store = RedisCheckpointStore(redis_url, settings.redis_namespace, settings.checkpoint.retention)
+    runtime = WorkerRuntime(settings, store)
+    stopping = False
+    writer = asyncio.create_task(runtime.write_checkpoints(lambda: stopping))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    try:
+        started = time.perf_counter()
+        while runtime.replica.log_offset + 1 < n:
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+            for record in batch.get(tp, ()):
+                runtime.apply_record(record.offset, record.value)
+            runtime.after_batch()
+        elapsed = time.perf_counter() - started
+        if runtime.replica.n_updates != n:
+            raise RuntimeError(f"applied {runtime.replica.n_updates} of {n} outcomes")
+        return n / elapsed
+    finally:
+        stopping = True
+        await consumer.stop()
+        await writer
+        await store.close()
+
+
+async def clean_redis(redis_url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        async for key in client.scan_iter(f"rl_worker:{prefix}*"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+
+def check_loopback(url_or_hostport: str) -> None:
+    host = url_or_hostport.split("://")[-1].split("/")[0].rsplit("@", 1)[-1].rsplit(":", 1)[0]
+    if host != LOOPBACK:
+        raise SystemExit(f"refusing to talk to {host}: this benchmark only uses {LOOPBACK}")
+
+
+async def bench(args: argparse.Namespace, procs: Processes, workdir: Path, sizes: Sizes) -> list[RunResult]:
+    redis_url = args.redis_url
+    check_loopback(redis_url)
+    procs.broker = EmbeddedBroker(workdir / "broker.log")
+    bootstrap = procs.broker.bootstrap
+    check_loopback(bootstrap)
+    print(f"broker: tansu on {bootstrap}; Redis {redis_url}; workdir {workdir}")
+    t0 = time.perf_counter()
+    parts = set(args.parts)
+    passthrough = passthrough_records(sizes.passthrough) if "a" in parts else []
+    backlog = signal_records(sizes.signals, "pos", seed=11) if "b" in parts else []
+    outcomes = outcome_records(sizes.outcomes) if "d" in parts else []
+    outcomes_topic = f"bench{uuid.uuid4().hex[:8]}.outcomes"
+    if outcomes:
+        await create_topics(bootstrap, {outcomes_topic: 1})
+        await produce_backlog(bootstrap, outcomes_topic, outcomes, 1)
+
+    def size(records: list[tuple[bytes, bytes]]) -> str:
+        return f"{len(records):,} (~{statistics.mean(len(v) for _, v in records[:1000]):.0f} B)" if records else "0"
+
+    print(
+        f"inputs ready in {time.perf_counter() - t0:.1f} s: pass-through records {size(passthrough)}, "
+        f"signals {size(backlog)}, outcomes {size(outcomes)}"
+    )
+    extra_env = dict(kv.split("=", 1) for kv in args.worker_env)
+    profile_dir = Path(args.profile) if args.profile else None
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    uids = []
+    try:
+        for i in range(args.runs):
+            uid = uuid.uuid4().hex[:8]
+            uids.append(uid)
+            result = RunResult()
+            if passthrough:
+                result.passthrough_per_s = await measure_passthrough(bootstrap, passthrough, uid)
+            if backlog:
+                worker = await measure_worker(
+                    procs, bootstrap, redis_url, workdir, backlog, sizes, uid, profile_dir, i, extra_env
+                )
+                worker.passthrough_per_s = result.passthrough_per_s
+                result = worker
+            if outcomes:
+                result.outcomes_per_s = await measure_outcomes(
+                    bootstrap, redis_url, outcomes_topic, len(outcomes), uid
+                )
+            results.append(result)
+            print(
+                f"run {i + 1}/{args.runs}: (a) {result.passthrough_per_s:,.0f}/s  (b) {result.worker_per_s:,.0f}/s "
+                f"(worker {result.worker_cpu:.2f} cores, {result.worker_cpu_us:.0f} us CPU/decision, main thread "
+                f"on CPU {result.main_on_cpu:.0%}, waiting for CPU {result.main_cpu_wait:.0%}), first "
+                f"decision {result.first_decision_s:.2f} s  (c) p50 {result.e2e_p50_ms:.1f} ms p99 "
+                f"{result.e2e_p99_ms:.1f} ms  (d) {result.outcomes_per_s:,.0f}/s"
+                + (f"  [{'; '.join(result.notes)}]" if result.notes else ""),
+                flush=True,
+            )
+    finally:
+        for uid in uids:
+            with contextlib.suppress(Exception):
+                await clean_redis(redis_url, f"bench-{uid}")
+                await clean_redis(redis_url, f"bench-apply-{uid}")
+    return results
+
+
+def report(results: list[RunResult], sizes: Sizes) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def med(attr: str) -> float:
+        values = [getattr(r, attr) for r in results if getattr(r, attr) == getattr(r, attr)]
+        return statistics.median(values) if values else float("nan")
+
+    def spread(attr: str, fmt: str) -> str:
+        values = sorted(getattr(r, attr) for r in results)
+        return " / ".join(format(v, fmt) for v in values)
+
+    a, b = med("passthrough_per_s"), med("worker_per_s")
+    ratio = b / a
+    table = Table(title=f"rl_worker stream benchmark, one tansu broker, medians of {len(results)} run(s)")
+    table.add_column("measure")
+    table.add_column("median", justify="right")
+    table.add_column("all runs", justify="right")
+    table.add_column("aim", justify="right")
+    table.add_row(
+        f"(a) aiokafka consume -> json -> produce ({sizes.passthrough:,} records, {PARTITIONS} partitions)",
+        f"{a:,.0f}/s", spread("passthrough_per_s", ",.0f"), "ceiling",
+    )
+    table.add_row(
+        f"(b) worker signal -> decision, 1 process ({sizes.signals:,} backlog)",
+        f"{b:,.0f}/s", spread("worker_per_s", ",.0f"), "",
+    )
+    table.add_row("    CPU during (b): worker / broker (cores)", f"{med('worker_cpu'):.2f} / {med('broker_cpu'):.2f}",
+                  "", "")
+    table.add_row("    worker main thread: on a CPU / waiting for a CPU (share of (b))",
+                  f"{med('main_on_cpu'):.0%} / {med('main_cpu_wait'):.0%}",
+                  spread("main_cpu_wait", ".0%"), "")
+    table.add_row("    worker CPU per decision", f"{med('worker_cpu_us'):.0f} us", spread("worker_cpu_us", ".0f"), "")
+    table.add_row("(b)/(a)", f"{ratio:.2f}", "", f">= {AIM_RATIO} (goal {GOAL_RATIO})")
+    table.add_row("worker process start -> first decision", f"{med('first_decision_s'):.2f} s",
+                  spread("first_decision_s", ".2f"), "")
+    label = f"{sizes.steady_rate:g} signals/s for {sizes.steady_s:g} s"
+    table.add_row(f"(c) p50 end to end, {label}", f"{med('e2e_p50_ms'):.1f} ms", spread("e2e_p50_ms", ".1f"), "")
+    table.add_row(f"(c) p99 end to end, {label}", f"{med('e2e_p99_ms'):.1f} ms", spread("e2e_p99_ms", ".1f"),
+                  f"< {AIM_P99_MS:g} ms")
+    table.add_row("(c) p50 broker timestamps (decision - signal CreateTime)", f"{med('ts_p50_ms'):.1f} ms",
+                  spread("ts_p50_ms", ".1f"), "")
+    table.add_row("(c) p99 broker timestamps", f"{med('ts_p99_ms'):.1f} ms", spread("ts_p99_ms", ".1f"), "")
+    table.add_row(f"(d) outcomes applied by a replica from the log ({sizes.outcomes:,})",
+                  f"{med('outcomes_per_s'):,.0f}/s", spread("outcomes_per_s", ",.0f"), f">= {AIM_APPLY_PER_S:,}/s")
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+    notes = [f"run {i + 1}: {n}" for i, r in enumerate(results) for n in r.notes]
+    for note in notes:
+        print("note:", note)
+    print(
+        f"summary: ratio {ratio:.2f} ({'ok' if ratio >= AIM_RATIO else 'BELOW AIM'}), "
+        f"p99 {med('e2e_p99_ms'):.1f} ms ({'ok' if med('e2e_p99_ms') < AIM_P99_MS else 'ABOVE AIM'}), "
+        f"outcomes {med('outcomes_per_s'):,.0f}/s "
+        f"({'ok' if med('outcomes_per_s') >= AIM_APPLY_PER_S else 'BELOW AIM'})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 run, small sizes (a smoke run)")
+    parser.add_argument("--runs", type=int, default=None, help="runs to take medians over (default 3; quick 1)")
+    parser.add_argument("--signals", type=int, default=None, help="backlog size for (b)")
+    parser.add_argument("--steady-s", type=float, default=None, help="duration of (c) in seconds")
+    parser.add_argument("--parts", default="abd", help="which parts to run: a, b (with c), d (default abd)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="a loopback Redis")
+    parser.add_argument("--profile", default=None, metavar="DIR", help="py-spy the worker during (b) into DIR")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="RL_X=V",
+                        help="extra environment of the worker (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    args.runs = args.runs or (1 if args.quick else 3)
+    sizes = QUICK if args.quick else FULL
+    if args.signals:
+        sizes.signals = args.signals
+    if args.steady_s is not None:
+        sizes.steady_s = args.steady_s
+    procs = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix="rl-bench-"))
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        results = asyncio.run(bench(args, procs, workdir, sizes))
+    finally:
+        procs.stop_all()
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report(results, sizes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
