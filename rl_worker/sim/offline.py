@@ -24,7 +24,7 @@ from rl_worker.core.replica import Decision
 from rl_worker.sim.market import OpenedPosition, SimConfig, SyntheticMarket
 from rl_worker.sim.report import LearningReport, LearningSnapshot
 
-__all__ = ["OfflineRun", "build_outcome", "run_offline_learning"]
+__all__ = ["OfflineRun", "build_outcome", "run_offline_learning", "signal_features"]
 
 Policy = Literal["rl", "random"]
 
@@ -44,6 +44,7 @@ def _decode(event: dict[str, Any]) -> Any:
 
 
 def signal_features(signal: SignalGenerated, config: MarketConfig) -> MarketFeatures:
+    """The market features the worker reads from a signal (its prices and volumes)."""
     return compute_market_features(signal.prices, config, signal.buy_volume, signal.sell_volume)
 
 
