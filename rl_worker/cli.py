@@ -36,7 +36,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         await run_simulation(settings, positions, seed=seed, in_flight=in_flight, on_progress=report)
 
     @app.command(
-        option("--positions", type=int, default=4000, show_default=True, help="positions to trade"),
+        option("--positions", type=int, default=5000, show_default=True, help="positions to trade"),
         option("--seed", type=int, default=7, show_default=True, help="market seed"),
         option("--workers", type=int, default=2, show_default=True, help="worker processes in the group"),
         option("--out", type=str, default="out", show_default=True, help="folder for the PNG and logs"),
