@@ -74,7 +74,12 @@ def to_epoch_ms(value: Any) -> int:
 
 
 Timestamp = Annotated[int, BeforeValidator(to_epoch_ms), Field(description="ISO-8601 or epoch ms")]
-Price = Annotated[float, Field(gt=0)]
+# Bounds keep every later computation finite (logs of price ratios, squares of pnl).
+Price = Annotated[float, Field(ge=1e-9, le=1e12)]
+Money = Annotated[float, Field(gt=0, le=1e15)]
+Volume = Annotated[float, Field(ge=0, le=1e15)]
+Percent = Annotated[float, Field(ge=-1e5, le=1e5)]
+Limit = Annotated[float, Field(gt=0, le=1e6)]
 Unit = Annotated[float, Field(ge=0, le=1)]
 Side = Literal["LONG", "SHORT"]
 Strategy = Literal["dual_momentum", "mean_reversion", "breakout"]
@@ -105,8 +110,8 @@ class SignalGenerated(_Event):
     side: Side
     confidence: Unit
     prices: list[Price] = Field(min_length=2, max_length=4096, description="recent closes, oldest first")
-    buy_volume: Annotated[float, Field(ge=0)] | None = None
-    sell_volume: Annotated[float, Field(ge=0)] | None = None
+    buy_volume: Volume | None = None
+    sell_volume: Volume | None = None
     strategy: Strategy | None = Field(None, description="what the stack would use without RL")
     model: Model | None = None
     weight: Unit | None = None
@@ -119,11 +124,11 @@ class TradeExecuted(_Event):
     side: Side
     entry_price: Price
     portfolio_exposure: Unit
-    equity: Price
-    max_leverage: Annotated[float, Field(gt=0)] | None = Field(None, description="tightens the config")
-    max_size_multiplier: Annotated[float, Field(gt=0)] | None = Field(None, description="tightens the config")
-    size_multiplier: Annotated[float, Field(gt=0)] | None = Field(None, description="what the stack would use")
-    leverage: Annotated[float, Field(gt=0)] | None = None
+    equity: Money
+    max_leverage: Limit | None = Field(None, description="tightens the config")
+    max_size_multiplier: Limit | None = Field(None, description="tightens the config")
+    size_multiplier: Limit | None = Field(None, description="what the stack would use")
+    leverage: Limit | None = None
 
 
 class PositionClosed(_Event):
@@ -131,9 +136,9 @@ class PositionClosed(_Event):
 
     event_type: Literal["POSITION_CLOSED"]
     exit_price: Price
-    pnl_pct: float = Field(description="percent units: 1.5 = +1.5 %")
-    max_drawdown_pct: float = Field(ge=0, description="percent units")
-    equity: Price
+    pnl_pct: Percent = Field(description="percent units: 1.5 = +1.5 %")
+    max_drawdown_pct: float = Field(ge=0, le=1e5, description="percent units")
+    equity: Money
     prices: list[Price] | None = Field(None, min_length=2, max_length=4096)
 
 

@@ -181,6 +181,11 @@ class CoreConfig(_Frozen):
     """Everything the pure core needs; a replica's behaviour is a function of this and its log."""
 
     seed: int = Field(default=0, ge=0, description="model seed; exploration draws use (seed, decision_id)")
+    dedupe_window: int = Field(
+        default=100_000,
+        ge=1,
+        description="position ids remembered to ignore a re-published outcome (oldest forgotten first)",
+    )
     qlearning: QLearningConfig = QLearningConfig()
     meta_bins: MetaBins = MetaBins()
     sizing_bins: SizingBins = SizingBins()

@@ -69,9 +69,9 @@ class Outcome(BaseModel):
     position_id: str = Field(min_length=1)
     symbol: str
     closed_at_ms: int
-    pnl_pct: float
-    max_drawdown_pct: float = Field(ge=0)
-    equity: float = Field(gt=0)
+    pnl_pct: float = Field(ge=-1e5, le=1e5)
+    max_drawdown_pct: float = Field(ge=0, le=1e5)
+    equity: float = Field(gt=0, le=1e15)
     meta: MetaStep
     sizing: SizingStep
     next_regime: Regime

@@ -77,7 +77,8 @@ class ModelReplica:
         self.equity = EquityCurve(config.market)
         self.recent_pnl = PnlWindow(config.reward.sharpe_window)
         self.episodes = EpisodeTracker(q.gamma)
-        self.applied: set[str] = set()
+        # insertion-ordered, bounded by config.dedupe_window: redeliveries come within seconds
+        self.applied: dict[str, None] = {}
         self.n_updates = 0
         self.log_offset = -1
         self.meta_reward_total = 0.0
@@ -213,7 +214,9 @@ class ModelReplica:
         episodes.step(r_meta, closed_at_ms)
         if terminal:
             episodes.end(closed_at_ms)
-        applied.add(position_id)
+        applied[position_id] = None
+        if len(applied) > self.config.dedupe_window:
+            del applied[next(iter(applied))]
         self.n_updates = n_updates
         self.meta_reward_total += r_meta
         self.size_reward_total += r_size

@@ -82,7 +82,7 @@ def encode_replica(replica: ModelReplica) -> bytes:
         "equity_peak": replica.equity.peak,
         "recent_pnl": list(replica.recent_pnl),
         "episodes": replica.episodes.to_dict(),
-        "applied": sorted(replica.applied),
+        "applied": list(replica.applied),  # oldest first: the order decides what is forgotten next
         "meta_reward_total": replica.meta_reward_total,
         "size_reward_total": replica.size_reward_total,
     }
@@ -155,7 +155,7 @@ def decode_replica(data: bytes, config: CoreConfig | None = None) -> ModelReplic
         )
         replica.recent_pnl = PnlWindow(stored.reward.sharpe_window, (float(p) for p in body["recent_pnl"]))
         replica.episodes = EpisodeTracker.from_dict(body["episodes"], stored.qlearning.gamma)
-        replica.applied = {str(p) for p in body["applied"]}
+        replica.applied = dict.fromkeys(str(p) for p in body["applied"])
         replica.n_updates = int(body["n_updates"])
         replica.log_offset = int(body["outcomes_offset"])
         replica.meta_reward_total = float(body["meta_reward_total"])
