@@ -46,7 +46,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
         from rl_worker.demo import run_demo
 
-        result = await run_demo(positions, seed, workers, Path(out), live=not no_live)
+        result = await run_demo(settings, positions, seed, workers, Path(out), live=not no_live)
         snap = result.progress.report.snapshot()
         self.say(
             f"done: {result.progress.closed} positions in {result.progress.elapsed_s:.1f} s; "

@@ -47,17 +47,19 @@ class DemoResult:
 
 
 @contextmanager
-def demo_services(workdir: Path) -> Iterator[tuple[str, str]]:
-    """(bootstrap, redis url): the configured ones, else started here (and stopped on exit)."""
+def demo_services(configured: Settings, workdir: Path) -> Iterator[tuple[str, str]]:
+    """(bootstrap, redis url): the ones set in the environment, else started here (and stopped on exit)."""
     started: list[Any] = []
     try:
-        bootstrap = os.environ.get("RL_KAFKA_BOOTSTRAP")
+        bootstrap = configured.kafka_bootstrap if "kafka_bootstrap" in configured.model_fields_set else None
         if not bootstrap:
             broker = EmbeddedBroker(workdir / "broker.log")
             started.append(broker)
             bootstrap = broker.bootstrap
             console.print(f"embedded broker (tansu) on {bootstrap}")
-        redis_url = os.environ.get("RL_REDIS_URL")
+        redis_url = (
+            configured.redis_url.get_secret_value() if "redis_url" in configured.model_fields_set else None
+        )
         if not redis_url:
             redis_url = "redis://127.0.0.1:6379/0"
             if not redis_answers(redis_url):
@@ -77,7 +79,7 @@ class WorkerProcesses:
         self.ports = [free_port() for _ in range(count)]
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs = [workdir / f"worker-{i}.log" for i in range(count)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}  # the workers get ours only
         env |= {
             "RL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "RL_REDIS_URL": settings.redis_url.get_secret_value(),
@@ -188,11 +190,13 @@ def plot_learning(progress: SimulationProgress, health_log: list[dict[str, Any]]
     plt.close(fig)
 
 
-async def run_demo(positions: int, seed: int, workers: int, out_dir: Path, live: bool = True) -> DemoResult:
+async def run_demo(
+    configured: Settings, positions: int, seed: int, workers: int, out_dir: Path, live: bool = True
+) -> DemoResult:
     run = time.strftime("%Y%m%d-%H%M%S")
     workdir = out_dir / f"demo-{run}"
     workdir.mkdir(parents=True, exist_ok=True)
-    with demo_services(workdir) as (bootstrap, redis_url):
+    with demo_services(configured, workdir) as (bootstrap, redis_url):
         prefix = f"demo-{run}"
         settings = Settings(
             kafka_bootstrap=bootstrap,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rl_worker.core import CoreConfig
 from rl_worker.core.snapshot import encode_replica
 from rl_worker.settings import Settings
 from rl_worker.stream.checkpoints import MemoryCheckpointStore
@@ -14,7 +15,26 @@ def replay_outcomes(bootstrap: str, topic: str, expect: int | None) -> tuple[byt
 
     `expect=None` reads until the log has been quiet for two seconds."""
     records = run(read_topic(bootstrap, topic, expect=expect, timeout_s=30))
-    runtime = WorkerRuntime(Settings(), MemoryCheckpointStore())
+    runtime = WorkerRuntime(Settings(core=CoreConfig()), MemoryCheckpointStore())  # the workers' config
     for record in sorted(records, key=lambda r: r.offset):
         runtime.apply_record(record.offset, record.value)
     return encode_replica(runtime.replica), len(records)
+
+
+def assert_matches_full_replay(workers: list, bootstrap: str, topic: str, timeout_s: float = 60.0) -> int:
+    """Every worker's replica equals a fresh replay of the whole log, bit for bit; returns the log size.
+
+    The log may still grow a little (a redelivery re-publishing an outcome), so read it, wait
+    for the workers to reach its end, and start over if they went past it.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        replayed, size = replay_outcomes(bootstrap, topic, expect=None)
+        versions = [w.wait_model_version(size)["model_version"] for w in workers]
+        if all(v == size for v in versions):
+            for worker in workers:
+                assert worker.get("/snapshot") == replayed, f"replica of {worker.log_path} differs from the replay"
+            return size
+        assert time.monotonic() < deadline, f"log of {size} records, workers at {versions}"

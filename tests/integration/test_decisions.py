@@ -111,7 +111,10 @@ def test_incomplete_positions_expire_and_are_counted(stack_factory: Any) -> None
     run(produce(stack.bootstrap, [(stack.closes, complete.encode(), f.encode(f.close(complete, rng)))]))
     decisions = run(read_topic(stack.bootstrap, stack.decisions, expect=3))
     assert len(decisions) == 3
-    time.sleep(1.0)
-    metrics = worker.get("/metrics").decode()
-    assert f'rl_events_total{{status="duplicate",topic="{stack.closes}"}} 1.0' in metrics
+    duplicate = f'rl_events_total{{status="duplicate",topic="{stack.closes}"}} 1.0'
+    deadline = time.monotonic() + 20
+    while duplicate not in metrics and time.monotonic() < deadline:
+        time.sleep(0.2)
+        metrics = worker.get("/metrics").decode()
+    assert duplicate in metrics
     assert worker.health()["outcomes_applied"] == 1

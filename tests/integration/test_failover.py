@@ -14,7 +14,7 @@ import redis
 from rl_worker.contract import DecisionRecord
 from rl_worker.core.outcome import Outcome
 from tests.integration.harness import decision_id, produce, read_topic, record_key, run
-from tests.integration.replay import replay_outcomes
+from tests.integration.replay import assert_matches_full_replay
 from tests.integration.test_decisions import build_positions
 
 pytestmark = pytest.mark.integration
@@ -49,11 +49,9 @@ def test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay
     outcomes = run(read_topic(stack.bootstrap, stack.outcomes, expect=n, timeout_s=60, distinct=record_key))
     assert {Outcome.model_validate_json(o.value).position_id for o in outcomes} == set(events)
 
-    replayed, log_size = replay_outcomes(stack.bootstrap, stack.outcomes, expect=None)
+    assert_matches_full_replay([second, restarted], stack.bootstrap, stack.outcomes)
     for worker in (second, restarted):
-        health = worker.wait_model_version(log_size)
-        assert health["outcomes_applied"] == n
-        assert worker.get("/snapshot") == replayed, f"replica of {worker.log_path} differs from the replay"
+        assert worker.health()["outcomes_applied"] == n
 
 
 def test_restart_from_checkpoint_plus_tail_equals_full_replay(stack_factory: Any, redis_url: str) -> None:
@@ -90,15 +88,9 @@ def test_restart_from_checkpoint_plus_tail_equals_full_replay(stack_factory: Any
     assert any(s.startswith("35:") and "checksum" in s for s in health["checkpoint"]["restore_skipped"])
     # a SIGKILL redelivers the uncommitted input, which re-emits outcomes: the log may hold
     # duplicates, which every replica skips the same way
-    replayed, log_size = replay_outcomes(stack.bootstrap, stack.outcomes, expect=None)
+    log_size = assert_matches_full_replay([restarted], stack.bootstrap, stack.outcomes)
     assert log_size >= 40
-    health = restarted.wait_model_version(log_size)
-    assert health["outcomes_applied"] == 40
-    live = restarted.get("/snapshot")
-    if live != replayed:
-        a, b = json.loads(live)["body"], json.loads(replayed)["body"]
-        print({k: (str(a[k])[:400], str(b[k])[:400]) for k in a if a[k] != b[k]})
-    assert live == replayed
+    assert restarted.health()["outcomes_applied"] == 40
     assert f"restored replica from checkpoint at outcomes offset {checkpointed}" in restarted.log
 
 
