@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -361,7 +362,7 @@ async def measure_worker(
         topics.name("outcomes"): 1,
     })
     await produce_backlog(bootstrap, topics.name("signals"), backlog, PARTITIONS)
-    consumer = await assigned_consumer(bootstrap, topics.name("decisions"), PARTITIONS, fetch_max_wait_ms=5)
+    consumer = await assigned_consumer(bootstrap, topics.name("decisions"), PARTITIONS, fetch_max_wait_ms=2)
     n = len(backlog)
     received: dict[bytes, tuple[float, int]] = {}  # decision key -> (wall time received, record CreateTime)
     duplicates = 0
@@ -428,6 +429,7 @@ async def measure_worker(
                         received.setdefault(r.key, (now, r.timestamp))
 
         reader = asyncio.create_task(consume_steady())
+        gc.disable()
         try:
             signals_topic = topics.name("signals")
             period = 1.0 / sizes.steady_rate
@@ -448,6 +450,7 @@ async def measure_worker(
             while time.monotonic() < deadline and not all(k in received for k in sent):
                 await asyncio.sleep(0.05)
         finally:
+            gc.enable()
             stop_consuming.set()
             await reader
             await producer.stop()
@@ -597,6 +600,11 @@ async def bench(args: argparse.Namespace, procs: Processes, workdir: Path, sizes
     if outcomes:
         await create_topics(bootstrap, {outcomes_topic: 1})
         await produce_backlog(bootstrap, outcomes_topic, outcomes, 1)
+
+    # The measuring side must not pause either: its inputs (tens of thousands of records) leave
+    # the cyclic GC's view, and the GC is off while latencies are taken (see measure_worker).
+    gc.collect()
+    gc.freeze()
 
     def size(records: list[tuple[bytes, bytes]]) -> str:
         return f"{len(records):,} (~{statistics.mean(len(v) for _, v in records[:1000]):.0f} B)" if records else "0"
