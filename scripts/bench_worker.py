@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_worker.py             # 3 runs, full sizes
     .venv/bin/python scripts/bench_worker.py --quick     # 1 run, small sizes (a smoke run)
     .venv/bin/python scripts/bench_worker.py --runs 5 --profile /tmp/prof   # + py-spy of the worker in (b)
+    .venv/bin/python scripts/bench_worker.py --parts b --worker-env RL_FETCH_MAX_WAIT_MS=5   # a setting
 
 Each run measures, on fresh topics of the same broker:
 
@@ -12,13 +13,16 @@ Each run measures, on fresh topics of the same broker:
 (b) the worker (`python -m rl_worker worker`, ONE process): a backlog of valid SIGNAL_GENERATED
     records is pre-produced, the worker is started, and the rate is measured from the first to
     the N-th decision as received by a consumer of the decisions topic (consumer wall clock);
-    the time from launching the worker process to the first decision received is reported too;
+    the time from launching the worker process to the first decision received is reported too,
+    and, during (b), the worker's CPU per decision and how much of the time its main thread ran
+    on a CPU or waited for one (a busy machine shows as waiting, not as a slower worker);
 (c) latency at a steady rate (default 200 signals/s for 20 s) against the same, now idle, worker:
     "end to end" = our consumer receiving the decision minus our producer's send() call for the
     signal (includes both of our own client hops, the worker's fetch wait and its producer
     linger); "broker timestamps" = the decision record's CreateTime (stamped by the worker's
     producer when it queued the send) minus the signal record's CreateTime (stamped by our
-    producer at send()), 1 ms resolution, excludes our consumer's fetch;
+    producer at send()), 1 ms resolution, excludes the decision's way back to us; the first
+    second is not counted, and this process's GC is off while it measures;
 (d) outcomes applied per second by a replica from the log: valid Outcome records (made by a
     ModelReplica deciding on synthetic signals, as the worker builds them) are pre-produced to a
     one-partition topic, then a fresh WorkerRuntime applies all of them through the same calls
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -725,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
-    sizes = QUICK if args.quick else FULL
+    sizes = dataclasses.replace(QUICK if args.quick else FULL)
     if args.signals:
         sizes.signals = args.signals
     if args.steady_s is not None:
@@ -739,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         results = asyncio.run(bench(args, procs, workdir, sizes))
+    except KeyboardInterrupt:
+        print("interrupted: stopping the broker and the workers", file=sys.stderr)
+        return 130
     finally:
         procs.stop_all()
         if args.keep:
