@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
@@ -126,18 +126,45 @@ def _encode_row(row: dict[str, Any]) -> bytes:
     return json.dumps(row, separators=(",", ":")).encode()
 
 
-def _expiry_of(row: dict[str, Any], now: int) -> tuple[int, bool, int]:
-    return row.get("updated_ms", now), "outcome" in row, row["partition"]
+def _expiry_of(row: dict[str, Any]) -> tuple[int, bool, int]:
+    return int(row["updated_ms"]), "outcome" in row, int(row["partition"])
 
 
-def _on_sent(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        # Faust's own Topic.send only logs this too; aiokafka has retried until its timeout.
-        log.error("send failed after retries: %r", fut.exception())
+class SendGuard:
+    """Makes a failed send stop the worker before any later offset commit.
 
+    aiokafka retries a send until its delivery timeout; a send that still fails is remembered
+    here, the producer's next flush raises it (Faust flushes before every offset commit, so
+    the commit does not happen), and the app is crashed: the worker exits and the group
+    redelivers everything after the last commit.
+    """
 
-def _watch(fut: Any) -> None:
-    fut.add_done_callback(_on_sent)
+    def __init__(self, app: faust.App, runtime: WorkerRuntime) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.error: BaseException | None = None
+
+    def watch(self, fut: Any) -> None:
+        fut.add_done_callback(self._on_sent)
+
+    def _on_sent(self, fut: asyncio.Future[Any]) -> None:
+        error = None if fut.cancelled() else fut.exception()
+        if error is None or self.error is not None:
+            return
+        self.error = error
+        log.error("send failed after retries, stopping before the next commit: %r", error)
+        self.runtime.metrics.send_failures.inc()
+        asyncio.ensure_future(self.app.crash(error))  # noqa: RUF006 - the app owns its end
+
+    def guard_flush(self, producer: Any) -> None:
+        original = producer.flush
+
+        async def flush() -> None:
+            await original()
+            if self.error is not None:
+                raise self.error
+
+        producer.flush = flush
 
 
 def create_app(
@@ -176,6 +203,7 @@ def create_app(
         producer_max_batch_size=65536,
         broker_commit_interval=1.0,
     )
+    guard = SendGuard(app, runtime)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(t.signals, t.executions, t.closes, allow_empty=True, **raw)
     decisions = app.topic(t.decisions, partitions=partitions, **raw)
@@ -196,6 +224,10 @@ def create_app(
     # the expiry scan needs per row (updated_ms, completed, partition) so it never parses rows.
     rows = positions.data
     expiry: dict[str, tuple[int, bool, int]] = {}
+    # Stream time: the newest input record timestamp seen per partition. Expiry compares rows
+    # with it, not with the wall clock, so a worker back from a long outage does not expire
+    # the positions whose closes are still waiting in its backlog.
+    stream_time: dict[int, int] = {}
 
     def row_of(position_id: str) -> dict[str, Any] | None:
         value = rows.get(position_id)
@@ -210,6 +242,8 @@ def create_app(
         # guarantee: Faust flushes this producer before it commits an offset, so every decision,
         # outcome and changelog record of an event is written before the event counts as done.
         producer = app.producer
+        guard.guard_flush(producer)
+        watch = guard.watch
         send = producer.send
         changelog = positions.changelog_topic.get_topic_name()
         process = runtime.process
@@ -221,13 +255,18 @@ def create_app(
             if not ready.is_set():
                 await ready.wait()
             msg = event.message
-            position_id, result, dead = process(msg.topic, msg.partition, msg.offset, msg.key, msg.value, row_of)
+            event_ms = int(msg.timestamp * 1000) if msg.timestamp else now_ms()
+            if event_ms > stream_time.get(msg.partition, 0):
+                stream_time[msg.partition] = event_ms
+            position_id, result, dead = process(
+                msg.topic, msg.partition, msg.offset, msg.key, msg.value, row_of, event_ms
+            )
             if dead is not None:
                 log.warning(
                     "%s[%d]@%d dead-lettered: %s: %s",
                     msg.topic, msg.partition, msg.offset, dead.error_class, dead.message,
                 )
-                _watch(await send(
+                watch(await send(
                     dead_letter_topic, msg.key, msg.value, None, None,
                     dead_letter_headers(msg.topic, msg.partition, msg.offset, dead),
                 ))
@@ -241,19 +280,21 @@ def create_app(
                 value = _encode_row(row)
                 rows[position_id] = value
                 expiry[position_id] = (row["updated_ms"], "outcome" in row, msg.partition)
-                _watch(await send(changelog, _encode_key(position_id), value, msg.partition, None, None))
+                watch(await send(changelog, _encode_key(position_id), value, msg.partition, None, None))
             for emit in result.emits:
                 if emit.kind == "decision":
-                    _watch(await send(decisions_topic, key, emit.value, None, None, None))
+                    watch(await send(decisions_topic, key, emit.value, None, None, None))
                 else:
-                    _watch(await send(outcomes_topic, key, emit.value, 0, None, None))
+                    watch(await send(outcomes_topic, key, emit.value, 0, None, None))
             count_emits(result.emits, int(msg.timestamp * 1000) if msg.timestamp else None)
 
     @app.timer(settings.expiry_interval_s)
     async def expire_positions() -> None:
-        now = now_ms()
+        if not runtime.ready.is_set() or app.consumer is None:
+            return
         open_ttl = settings.position_ttl_s * 1000
         done_ttl = settings.completed_retention_s * 1000
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == t.signals}
         keys = list(rows)
         for i, key in enumerate(keys):
             if i and i % 1000 == 0:
@@ -264,10 +305,16 @@ def create_app(
             if value is None:
                 continue
             if isinstance(value, dict):
-                updated_ms, done, partition = value.get("updated_ms", now), "outcome" in value, value["partition"]
+                updated_ms, done, partition = _expiry_of(value)
             else:
-                updated_ms, done, partition = expiry.get(key) or _expiry_of(json.loads(value), now)
-            if now - updated_ms < (done_ttl if done else open_ttl):
+                updated_ms, done, partition = expiry.get(key) or _expiry_of(json.loads(value))
+            if partition not in owned:
+                # left over from before a rebalance: the partition's new owner has the row
+                del rows[key]
+                expiry.pop(key, None)
+                continue
+            now = stream_time.get(partition)
+            if now is None or now - updated_ms < (done_ttl if done else open_ttl):
                 continue
             del rows[key]
             expiry.pop(key, None)
@@ -288,16 +335,19 @@ def create_app(
         consumer: AIOKafkaConsumer | None = None
 
         async def on_start(self) -> None:
-            await runtime.restore()
             self.consumer = AIOKafkaConsumer(
                 bootstrap_servers=settings.kafka_bootstrap,
                 enable_auto_commit=False,
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                # never jump over records: a position outside the log is an error, not a reset
+                auto_offset_reset="none",
             )
             await self.consumer.start()
             self.tp = TopicPartition(t.outcomes, 0)
             self.consumer.assign([self.tp])
+            log_end = (await self.consumer.end_offsets([self.tp]))[self.tp]
+            await runtime.restore(log_end)
             self.consumer.seek(self.tp, runtime.replica.log_offset + 1)
             await self._catch_up()
             # Everything built so far (modules, Faust's services, the replica) lives as long as
@@ -330,6 +380,8 @@ def create_app(
             while not self.should_stop:
                 try:
                     await self._apply_batch(200)
+                except ConsumerStoppedError:
+                    return
                 except KafkaError as exc:
                     log.error("outcomes fetch failed, retrying: %r", exc)
                     await asyncio.sleep(1.0)

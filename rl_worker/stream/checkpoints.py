@@ -151,14 +151,21 @@ class RestoreResult:
     skipped: list[str]
 
 
-async def restore_newest_valid(store: CheckpointStore, config: CoreConfig) -> RestoreResult:
-    """The newest checkpoint that decodes under `config`; corrupt or incompatible ones are reported and skipped."""
+async def restore_newest_valid(
+    store: CheckpointStore, config: CoreConfig, max_offset: int | None = None
+) -> RestoreResult:
+    """The newest checkpoint that decodes under `config` and does not lie past `max_offset`
+    (the last offset of the log); corrupt, incompatible or foreign ones are reported and skipped."""
     skipped: list[str] = []
     latest = await store.latest_offset()
     candidates = await store.offsets()
     if latest is not None and latest not in candidates:
         candidates.insert(0, latest)
     for offset in candidates:
+        if max_offset is not None and offset > max_offset:
+            log.error("checkpoint %s skipped: past the end of the outcomes log (%s)", offset, max_offset)
+            skipped.append(f"{offset}: past the end of the outcomes log ({max_offset}): another log's checkpoint")
+            continue
         data = await store.load(offset)
         if data is None:
             skipped.append(f"{offset}: missing")

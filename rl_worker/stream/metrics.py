@@ -42,6 +42,9 @@ class WorkerMetrics:
         self.checkpoint_failures = Counter(
             "rl_checkpoint_failures_total", "failed checkpoint writes (retried)", registry=r
         )
+        self.send_failures = Counter(
+            "rl_send_failures_total", "sends that failed after the producer's retries (the worker stops)", registry=r
+        )
         self.redis_up = Gauge("rl_redis_up", "1 when the last checkpoint store call succeeded", registry=r)
         self.latency = Histogram(
             "rl_event_to_decision_seconds",

@@ -60,8 +60,14 @@ class PositionJoiner:
         self.clock_ms = clock_ms
 
     def handle(
-        self, row: Row | None, event: SignalGenerated | TradeExecuted | PositionClosed, source: Source
+        self,
+        row: Row | None,
+        event: SignalGenerated | TradeExecuted | PositionClosed,
+        source: Source,
+        event_ms: int | None = None,
     ) -> JoinResult:
+        """Join one event. `event_ms` is the input record's timestamp: the row's `updated_ms`,
+        which expiry compares with its partition's stream time (wall clock when absent)."""
         slot = _SLOT[event.event_type]
         src = list(source)
         if row is None:
@@ -85,7 +91,7 @@ class PositionJoiner:
         row[slot] = self._slot_value(event, src)
         row["partition"] = source[1]
         emits = self._progress(row, event.position_id, src)
-        row["updated_ms"] = self.clock_ms()
+        row["updated_ms"] = self.clock_ms() if event_ms is None else event_ms
         return JoinResult(row, emits, "applied")
 
     # ---- building the row ---------------------------------------------------------------------

@@ -81,10 +81,15 @@ class WorkerRuntime:
 
     # ---- start-up ------------------------------------------------------------------------------
 
-    async def restore(self) -> None:
-        """Newest valid checkpoint, if the store can be read; else start empty (the log is replayed)."""
+    async def restore(self, log_end: int | None = None) -> None:
+        """Newest valid checkpoint, if the store can be read; else start empty (the log is replayed).
+
+        A checkpoint at or past `log_end` (the outcomes log's end offset) belongs to another
+        log (a broker that was reset, a topic recreated): it is reported and skipped."""
         try:
-            result = await restore_newest_valid(self.store, self.settings.core)
+            result = await restore_newest_valid(
+                self.store, self.settings.core, None if log_end is None else log_end - 1
+            )
         except CheckpointStoreError as exc:
             log.error("checkpoint store unreachable at start-up, replaying the whole log: %s", exc)
             self.metrics.redis_up.set(0)
@@ -106,7 +111,14 @@ class WorkerRuntime:
     # ---- the input path -----------------------------------------------------------------------
 
     def process(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, row_of: Any
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        row_of: Any,
+        event_ms: int | None = None,
     ) -> tuple[str | None, JoinResult | None, DeadLetter | None]:
         """Validate and join one input record. Returns (position id, join result, dead letter)."""
         try:
@@ -124,10 +136,15 @@ class WorkerRuntime:
                     f"record key {position_id[:64]!r} differs from position_id {event.position_id[:64]!r}",
                     "KeyMismatch",
                 )
-            result = self.joiner.handle(row_of(position_id), event, (topic, partition, offset))
+            result = self.joiner.handle(row_of(position_id), event, (topic, partition, offset), event_ms)
         except InvalidEventError as exc:
             self.metrics.dead_letters.labels(topic, exc.kind).inc()
             return None, None, DeadLetter(exc.kind, exc.reason)
+        except Exception as exc:  # a bug, not bad input: keep the record (dead letter) and the worker
+            log.exception("%s[%d]@%d could not be processed", topic, partition, offset)
+            kind = f"Unexpected{type(exc).__name__}"
+            self.metrics.dead_letters.labels(topic, kind).inc()
+            return None, None, DeadLetter(kind, f"{exc!r}")
         counter = self._event_counters.get((topic, result.status))
         if counter is None:
             counter = self._event_counters[(topic, result.status)] = self.metrics.events.labels(topic, result.status)

@@ -49,7 +49,9 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> int:
         if counts.get(t.outcomes, 1) != 1:
             raise TopicLayoutError(f"{t.outcomes} must have exactly one partition, has {counts[t.outcomes]}")
         wanted = {n: partitions for n in [*inputs, t.decisions, t.dead_letter]} | {t.outcomes: 1}
-        missing = [NewTopic(n, p, 1) for n, p in wanted.items() if n not in counts]
+        # the outcomes log is the model's history: keep it forever (replicas rebuild from it)
+        configs = {t.outcomes: {"retention.ms": "-1", "retention.bytes": "-1"}}
+        missing = [NewTopic(n, p, 1, topic_configs=configs.get(n, {})) for n, p in wanted.items() if n not in counts]
         if missing:
             log.info("creating topics %s", {m.name: m.num_partitions for m in missing})
             try:
@@ -57,7 +59,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> int:
             except TopicAlreadyExistsError:
                 pass  # a concurrent worker created it first: fine
         return partitions
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         raise InfrastructureError(f"cannot prepare topics on {settings.kafka_bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()

@@ -79,13 +79,19 @@ def test_restart_from_checkpoint_plus_tail_equals_full_replay(stack_factory: Any
     client.set(f"{ns}:35", b'{"format": "rl_worker.replica", "schema_version": 1, "body": {}}')
     client.zadd(f"{ns}:index", {"35": 35})
     client.set(f"{ns}:latest", 35)
+    # ... and so must one from another log (a reset broker): valid bytes, offset past the log end
+    client.set(f"{ns}:1000", client.get(f"{ns}:{checkpointed}"))
+    client.zadd(f"{ns}:index", {"1000": 1000})
+    client.set(f"{ns}:latest", 1000)
     client.close()
 
     restarted = stack.start_worker()
     restarted.wait_ready()
     health = restarted.wait_model_version(40)
     assert health["checkpoint"]["restored_from"] == checkpointed
-    assert any(s.startswith("35:") and "checksum" in s for s in health["checkpoint"]["restore_skipped"])
+    skipped = health["checkpoint"]["restore_skipped"]
+    assert any(s.startswith("35:") and "checksum" in s for s in skipped)
+    assert any(s.startswith("1000:") and "past the end" in s for s in skipped)
     # a SIGKILL redelivers the uncommitted input, which re-emits outcomes: the log may hold
     # duplicates, which every replica skips the same way
     log_size = assert_matches_full_replay([restarted], stack.bootstrap, stack.outcomes)
