@@ -99,6 +99,7 @@ class RunResult:
     steady_sent: int = 0
     steady_received: int = 0
     outcomes_per_s: float = float("nan")
+    idle_cpu: float = float("nan")  # cores the worker uses with nothing to do
     worker_cpu: float = float("nan")  # cores used by the worker process during (b)
     broker_cpu: float = float("nan")  # cores used by the broker during (b)
     worker_cpu_us: float = float("nan")  # worker CPU time per decision in (b)
@@ -474,6 +475,11 @@ async def measure_worker(
         result.ts_p50_ms, result.ts_p99_ms = percentile(ts, 50), percentile(ts, 99)
         if result.steady_received < result.steady_sent:
             result.notes.append(f"(c) {result.steady_sent - result.steady_received} signals without decision")
+        # what the idle worker costs (its fetch loop polls the broker every few ms)
+        await asyncio.sleep(1.0)
+        idle0 = (time.monotonic(), cpu_seconds(worker.pid))
+        await asyncio.sleep(3.0)
+        result.idle_cpu = (cpu_seconds(worker.pid) - idle0[1]) / (time.monotonic() - idle0[0])
         dead = await dead_consumer.getmany(timeout_ms=200)
         n_dead = sum(len(v) for v in dead.values())
         if n_dead:
@@ -702,6 +708,7 @@ def report(results: list[RunResult], sizes: Sizes) -> None:
     table.add_row("(c) p50 broker timestamps (decision - signal CreateTime)", f"{med('ts_p50_ms'):.1f} ms",
                   spread("ts_p50_ms", ".1f"), "")
     table.add_row("(c) p99 broker timestamps", f"{med('ts_p99_ms'):.1f} ms", spread("ts_p99_ms", ".1f"), "")
+    table.add_row("worker CPU when idle (cores)", f"{med('idle_cpu'):.3f}", spread("idle_cpu", ".3f"), "")
     table.add_row(f"(d) outcomes applied by a replica from the log ({sizes.outcomes:,})",
                   f"{med('outcomes_per_s'):,.0f}/s", spread("outcomes_per_s", ",.0f"), f">= {AIM_APPLY_PER_S:,}/s")
     Console(width=max(120, shutil.get_terminal_size().columns)).print(table)

@@ -222,7 +222,9 @@ def create_app(
     # passes over dict rows stall the event loop for tens of milliseconds. Rows restored by
     # Faust's changelog recovery arrive as dicts and are read as they are. `expiry` keeps what
     # the expiry scan needs per row (updated_ms, completed, partition) so it never parses rows.
-    rows = positions.data
+    # `rows` is the memory store's own dict: the Store's get / [] go through three Python-level
+    # mapping layers, about a microsecond per lookup (per event, and per row in each expiry pass).
+    rows: dict[str, Any] = positions.data.data  # type: ignore[attr-defined]
     expiry: dict[str, tuple[int, bool, int]] = {}
     # Stream time: the newest input record timestamp seen per partition. Expiry compares rows
     # with it, not with the wall clock, so a worker back from a long outage does not expire
