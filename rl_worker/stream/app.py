@@ -348,8 +348,7 @@ def create_app(
             await self.consumer.start()
             self.tp = TopicPartition(t.outcomes, 0)
             self.consumer.assign([self.tp])
-            log_end = (await self.consumer.end_offsets([self.tp]))[self.tp]
-            await runtime.restore(log_end)
+            await runtime.restore(await self._log_end())
             self.consumer.seek(self.tp, runtime.replica.log_offset + 1)
             await self._catch_up()
             # Everything built so far (modules, Faust's services, the replica) lives as long as
@@ -359,10 +358,29 @@ def create_app(
             gc.freeze()
             runtime.ready.set()
 
+        async def _log_end(self) -> int:
+            """The offset after the log's last record.
+
+            The end offset a broker reports is only trusted as a lower bound: tansu 0.6 reports
+            the base offset of the last batch + 1 (36 for a log of 40 records whose last batch
+            starts at 35). So read on from just before it to the last record there is; a low
+            end would make start-up skip a good checkpoint as "past the end".
+            """
+            assert self.consumer is not None
+            reported = (await self.consumer.end_offsets([self.tp]))[self.tp]
+            end = reported
+            self.consumer.seek(self.tp, max(0, reported - 1))
+            while True:
+                batch = await self.consumer.getmany(self.tp, timeout_ms=300, max_records=5000)
+                records = batch.get(self.tp, [])
+                if not records:
+                    return end
+                end = max(end, records[-1].offset + 1)
+
         async def _catch_up(self) -> None:
             assert self.consumer is not None
             started = time.monotonic()
-            end = (await self.consumer.end_offsets([self.tp]))[self.tp]
+            end = (await self.consumer.end_offsets([self.tp]))[self.tp]  # a lower bound: _follow does the rest
             while runtime.replica.log_offset + 1 < end:
                 if time.monotonic() - started > settings.catch_up_timeout_s:
                     log.warning("start-up catch-up stopped at %d of %d", runtime.replica.model_version, end)

@@ -90,8 +90,8 @@ def test_restart_from_checkpoint_plus_tail_equals_full_replay(stack_factory: Any
     health = restarted.wait_model_version(40)
     assert health["checkpoint"]["restored_from"] == checkpointed
     skipped = health["checkpoint"]["restore_skipped"]
-    assert any(s.startswith("35:") and "checksum" in s for s in skipped)
-    assert any(s.startswith("1000:") and "past the end" in s for s in skipped)
+    assert any(s.startswith("35:") and "checksum" in s for s in skipped), skipped
+    assert any(s.startswith("1000:") and "past the end" in s for s in skipped), skipped
     # a SIGKILL redelivers the uncommitted input, which re-emits outcomes: the log may hold
     # duplicates, which every replica skips the same way
     log_size = assert_matches_full_replay([restarted], stack.bootstrap, stack.outcomes)
