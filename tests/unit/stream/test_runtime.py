@@ -9,7 +9,7 @@ import numpy as np
 from rl_worker.core import CoreConfig, ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
 from rl_worker.settings import CheckpointSettings, Settings
-from rl_worker.stream.checkpoints import MemoryCheckpointStore, restore_newest_valid
+from rl_worker.stream.checkpoints import MemoryCheckpointStore, RestoreResult, restore_newest_valid
 from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.runtime import WorkerRuntime
 from tests.unit.core.conftest import make_outcomes
@@ -79,7 +79,7 @@ def test_checkpoint_writes_retry_until_the_store_is_back() -> None:
 
 
 def test_restore_skips_corrupt_and_incompatible_checkpoints() -> None:
-    async def scenario() -> tuple[object, object]:
+    async def scenario() -> RestoreResult:
         store = MemoryCheckpointStore(retention=5)
         replica = ModelReplica(CoreConfig())
         for offset, record in enumerate(make_outcomes(np.random.default_rng(3), CoreConfig(), 3)):
@@ -87,9 +87,9 @@ def test_restore_skips_corrupt_and_incompatible_checkpoints() -> None:
         await store.save(2, encode_replica(replica))
         await store.save(7, encode_replica(ModelReplica(CoreConfig(seed=9))))  # another configuration
         await store.save(9, b"not a snapshot")
-        return await restore_newest_valid(store, CoreConfig()), store
+        return await restore_newest_valid(store, CoreConfig())
 
-    result, store = asyncio.run(scenario())
+    result = asyncio.run(scenario())
     assert result.offset == 2 and result.replica is not None
     assert [s.split(":")[0] for s in result.skipped] == ["9", "7"]
 
