@@ -201,7 +201,9 @@ class WorkerRuntime:
         due = self._applied_since_checkpoint >= cfg.every_outcomes or (
             self._applied_since_checkpoint > 0 and time.monotonic() - self._last_checkpoint_s >= cfg.interval_s
         )
-        if due:
+        # While the writer still holds a snapshot (a slow or absent Redis), encoding another
+        # would only be thrown away: wait for it, the next batch checks again.
+        if due and self._pending is None:
             self.snapshot_now()
 
     def snapshot_now(self) -> None:
