@@ -6,11 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.cli import option
+from faust.cli import argument, option
 
 from rl_worker.settings import Settings
 
 __all__ = ["register_commands"]
+
+
+def click_choice(*choices: str) -> Any:
+    import click
+
+    return click.Choice(choices)
 
 
 def register_commands(app: faust.App, settings: Settings) -> None:
@@ -58,3 +64,17 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             f"checkpoint: {result.redis_url} key {result.namespace}:ckpt:{result.checkpoint_offset} "
             f"(latest pointer {result.namespace}:ckpt:latest)"
         )
+
+    @app.command(
+        argument("action", type=click_choice("list", "show")),
+        argument("offset", type=int, required=False),
+    )
+    async def checkpoint(self: Any, action: str, offset: int | None) -> None:
+        """List the checkpoints of this app id (RL_APP_ID) in Redis, or show one."""
+        from rich.console import Console
+
+        from rl_worker.checkpoint_report import describe_checkpoints
+
+        table = await describe_checkpoints(settings, offset if action == "show" else None)
+        Console().print(table)
+
