@@ -78,3 +78,19 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         table = await describe_checkpoints(settings, offset if action == "show" else None)
         Console().print(table)
 
+    @app.command(
+        option("--url", "urls", multiple=True, help="worker base URL (repeatable); default this app's web port"),
+        option("--continuous", is_flag=True, default=False, help="keep polling until interrupted"),
+        option("--interval", type=float, default=5.0, show_default=True, help="seconds between samples"),
+        option("--samples", type=int, default=None, help="stop after this many samples"),
+        option("--png", type=str, default=None, help="plot the samples to this PNG at the end"),
+    )
+    async def monitor(
+        self: Any, urls: tuple[str, ...], continuous: bool, interval: float, samples: int | None, png: str | None
+    ) -> None:
+        """Q-table growth, updates, epsilon and reward of running workers (from their /health)."""
+        from rl_worker.monitor import run_monitor
+
+        targets = list(urls) or [f"http://{settings.web_host}:{settings.web_port}"]
+        await run_monitor(targets, continuous, interval, samples, Path(png) if png else None)
+

@@ -277,6 +277,10 @@ class WorkerRuntime:
             "model_version": r.model_version,
             "outcomes_applied": r.n_updates,
             "epsilon": r.epsilon,
+            "mean_reward": {
+                "meta": r.meta_reward_total / r.n_updates if r.n_updates else None,
+                "sizing": r.size_reward_total / r.n_updates if r.n_updates else None,
+            },
             "q_states": {"meta": len(r.meta_table), "sizing": len(r.sizing_table)},
             "checkpoint": {
                 "offset": self.checkpoint_offset,
