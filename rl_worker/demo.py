@@ -194,7 +194,7 @@ async def run_demo(
     configured: Settings, positions: int, seed: int, workers: int, out_dir: Path, live: bool = True
 ) -> DemoResult:
     run = time.strftime("%Y%m%d-%H%M%S")
-    workdir = out_dir / f"demo-{run}"
+    workdir = (out_dir / f"demo-{run}").resolve()  # the workers run in it: no relative paths
     workdir.mkdir(parents=True, exist_ok=True)
     with demo_services(configured, workdir) as (bootstrap, redis_url):
         prefix = f"demo-{run}"

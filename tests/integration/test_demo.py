@@ -17,8 +17,10 @@ pytestmark = pytest.mark.integration
 def test_short_demo_runs_end_to_end(tmp_path: Path, redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")} | {"RL_REDIS_URL": redis_url}
     done = subprocess.run(
-        [sys.executable, "-m", "rl_worker", "demo", "--positions", "300", "--no-live", "--out", str(tmp_path)],
+        # a relative --out, as the README's command uses (out/ under the working directory)
+        [sys.executable, "-m", "rl_worker", "demo", "--positions", "300", "--no-live", "--out", "out"],
         env=env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=240,
@@ -29,6 +31,7 @@ def test_short_demo_runs_end_to_end(tmp_path: Path, redis_url: str) -> None:
     assert "embedded broker (tansu)" in output
     assert "done: 300 positions" in output
     png = Path(re.search(r"learning curves: (\S+\.png)", output).group(1))
+    assert png.is_relative_to(tmp_path / "out")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     key = re.search(r"key (rl_worker:(rl-demo-[\w-]+):ckpt:(\d+))", output)
     assert key is not None, output[-2000:]
