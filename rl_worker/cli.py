@@ -56,7 +56,8 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         snap = result.progress.report.snapshot()
         self.say(
             f"done: {result.progress.closed} positions in {result.progress.elapsed_s:.1f} s; "
-            f"share of the best reward above random over the last {result.progress.report.window}: "
+            f"share of the best reward above random over the last "
+            f"{min(result.progress.report.window, result.progress.closed)}: "
             f"{snap.fraction:.1%}"
         )
         self.say(f"learning curves: {result.png.resolve()}")
