@@ -54,21 +54,27 @@ def test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay
         assert worker.health()["outcomes_applied"] == n
 
 
+def positions_in_two_batches(stack: Any, n: int, first: int, seed: int) -> tuple[list, list]:
+    """The records of n whole positions (no duplicates): those of the first `first` positions, then the rest."""
+    records, _ = build_positions(stack, n, seed=seed, duplicate_share=0.0)
+    by_position: dict[bytes, list] = {}
+    for record in records:
+        by_position.setdefault(record[1], []).append(record)
+    keys = sorted(by_position)
+    return [r for k in keys[:first] for r in by_position[k]], [r for k in keys[first:] for r in by_position[k]]
+
+
 def test_restart_from_checkpoint_plus_tail_equals_full_replay(stack_factory: Any, redis_url: str) -> None:
     stack = stack_factory(RL_CHECKPOINT__EVERY_OUTCOMES="25", RL_CHECKPOINT__INTERVAL_S="3600")
     worker = stack.start_worker()
     worker.wait_ready()
-    records, _ = build_positions(stack, 40, seed=5, duplicate_share=0.0)
-    by_position: dict[bytes, list] = {}
-    for r in records:
-        by_position.setdefault(r[1], []).append(r)
-    keys = sorted(by_position)
-    run(produce(stack.bootstrap, [r for k in keys[:30] for r in by_position[k]]))
+    first, tail = positions_in_two_batches(stack, 40, 30, seed=5)
+    run(produce(stack.bootstrap, first))
     worker.wait_model_version(30)
     _wait(lambda: worker.health()["checkpoint"]["offset"] is not None)
     checkpointed = worker.health()["checkpoint"]["offset"]
     assert 24 <= checkpointed <= 29  # one checkpoint per 25 outcomes, at a batch boundary
-    run(produce(stack.bootstrap, [r for k in keys[30:] for r in by_position[k]]))
+    run(produce(stack.bootstrap, tail))
     health = worker.wait_model_version(40)
     assert health["checkpoint"]["offset"] == checkpointed  # the tail is only in the log
     worker.kill(signal.SIGKILL)
@@ -110,17 +116,13 @@ def test_redis_outage_delays_checkpoints_but_not_decisions(stack_factory: Any) -
     try:
         worker = stack.start_worker()
         worker.wait_ready()
-        records, _ = build_positions(stack, 40, seed=9, duplicate_share=0.0)
-        by_position: dict[bytes, list] = {}
-        for r in records:
-            by_position.setdefault(r[1], []).append(r)
-        keys = sorted(by_position)
-        run(produce(stack.bootstrap, [r for k in keys[:20] for r in by_position[k]]))
+        first, tail = positions_in_two_batches(stack, 40, 20, seed=9)
+        run(produce(stack.bootstrap, first))
         worker.wait_model_version(20)
         _wait(lambda: worker.health()["checkpoint"]["offset"] == 19)  # the interval catches the rest
 
         own_redis.stop()
-        run(produce(stack.bootstrap, [r for k in keys[20:] for r in by_position[k]]))
+        run(produce(stack.bootstrap, tail))
         decisions = run(read_topic(stack.bootstrap, stack.decisions, expect=80, timeout_s=60))
         assert len({json.loads(d.value)["decision_id"] for d in decisions}) == 80
         worker.wait_model_version(40)
