@@ -14,19 +14,17 @@ often in each hidden regime; at the end, how often the core detects each hidden 
     .venv/bin/python scripts/offline_learning.py --config default     # the production defaults
     .venv/bin/python scripts/offline_learning.py --policy random      # the control: ~0
 
-Measured (12 seeds each, fraction over positions 4,501-5,000 unless noted):
-
-    demo_core_config()            mean 0.61, worst seed 0.56, best 0.68; meta 0.74, sizing 0.55;
+Measured (12 seeds each, fraction over positions 4,501-5,000, decisions and outcomes through the
+worker's own PositionJoiner):
+    demo_core_config()            mean 0.62, worst seed 0.54, best 0.71; meta 0.69, sizing 0.58;
                                   most chosen in the last window: momentum in TREND and mean reversion
-                                  in RANGE and MEAN_REVERSION for every seed, breakout in BREAKOUT for
-                                  11 of 12 (seed 3: momentum, the BREAKOUT mask's other strategy)
-                                  (positions 1,501-2,000: mean 0.59, worst 0.52)
-    CoreConfig() (the defaults)   mean 0.51, worst seed 0.42; meta 0.49, sizing 0.51
-                                  (positions 1,501-2,000: mean 0.32, worst 0.23)
+                                  in RANGE for every seed, mean reversion in MEAN_REVERSION for 11 of 12
+                                  and breakout in BREAKOUT for 10 of 12 (the others: momentum, which
+                                  those regimes' masks also allow)
+    CoreConfig() (the defaults)   mean 0.51, worst seed 0.42, best 0.62; meta 0.47, sizing 0.54
     uniformly random policy       mean 0.01 (last windows -0.09 to 0.09, any window -0.16 to 0.16)
-
-The core detects the hidden regime right for 84-87 % of the positions. About 0.55 ms per
-position: under 3 s for 5,000. The fraction cannot reach 1: the oracle sees the hidden regime
+The core detects the hidden regime right for 84-87 % of the positions. About 0.7 ms per
+position: under 4 s for 5,000. The fraction cannot reach 1: the oracle sees the hidden regime
 and volatility, the agents a detected regime and binned volatility; the policy that is best
 for what the demo config's agents see, played without exploration, scores 0.73-0.76.
 """

@@ -63,6 +63,7 @@ from rl_worker.core.config import CoreConfig
 from rl_worker.core.market import MarketFeatures, compute_market_features
 from rl_worker.core.rewards import (
     meta_reward,
+    pnl_spread,
     regime_alignment,
     risk_penalty,
     size_reward,
@@ -261,16 +262,6 @@ def expected_clipped_normal(mean: float, std: float, clip: float) -> float:
     return -clip * p_lo + clip * (1.0 - p_hi) + inside
 
 
-def _pnl_spread(recent_pnl: deque[float], floor: float) -> float:
-    # The spread of rewards.sharpe_signal: sample std of the recent pnl, floored.
-    n = len(recent_pnl)
-    if n < 2:
-        return floor
-    mean = math.fsum(recent_pnl) / n
-    std = math.sqrt(math.fsum((p - mean) ** 2 for p in recent_pnl) / (n - 1))
-    return max(floor, std)
-
-
 class SyntheticMarket:
     """A synthetic trading stack: opens positions (signal + execution), closes them, scores choices.
 
@@ -400,7 +391,7 @@ class SyntheticMarket:
             return_spread_pct=spread_pct,
             excursion_pct=cfg.excursion_scale * spread_pct,
             detected=detected,
-            pnl_spread=_pnl_spread(self._recent_pnl, cfg.core.reward.sharpe_floor),
+            pnl_spread=pnl_spread(self._recent_pnl, cfg.core.reward.sharpe_floor),
             max_size_multiplier=limits[0],
             max_leverage=limits[1],
         )

@@ -1,8 +1,8 @@
 """The offline learning loop: the synthetic market against a pure `ModelReplica`, in-process, no Kafka.
 
-Each position goes the way it goes through the worker: the signal and execution events are
-encoded to JSON and decoded with the contract, the meta and sizing decisions read the replica,
-the close is joined into an `Outcome` record, and the replica applies it. The market scores
+Each position goes the way it goes through the worker: the events are encoded to JSON, decoded
+with the contract and fed to the worker's own `PositionJoiner`, whose decisions read the replica
+and whose outcome record the replica applies. The market scores
 every choice against its expected-reward oracle; a `LearningReport` keeps the figures.
 """
 
@@ -16,15 +16,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rl_worker.contract import PositionClosed, SignalGenerated, TradeExecuted, decode_event
+from rl_worker.contract import decode_event
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
-from rl_worker.core.config import MarketConfig
-from rl_worker.core.market import MarketFeatures, compute_market_features
-from rl_worker.core.replica import Decision
 from rl_worker.sim.market import OpenedPosition, SimConfig, SyntheticMarket
 from rl_worker.sim.report import LearningReport, LearningSnapshot
+from rl_worker.stream.positions import PositionJoiner, Row
 
-__all__ = ["OfflineRun", "build_outcome", "run_offline_learning", "signal_features"]
+__all__ = ["OfflineRun", "join_events", "run_offline_learning"]
 
 Policy = Literal["rl", "random"]
 
@@ -43,46 +41,20 @@ def _decode(event: dict[str, Any]) -> Any:
     return decode_event(json.dumps(event).encode())
 
 
-def signal_features(signal: SignalGenerated, config: MarketConfig) -> MarketFeatures:
-    """The market features the worker reads from a signal (its prices and volumes)."""
-    return compute_market_features(signal.prices, config, signal.buy_volume, signal.sell_volume)
-
-
-def build_outcome(
-    signal: SignalGenerated,
-    close: PositionClosed,
-    meta: Decision,
-    meta_decision_id: str,
-    sizing: Decision,
-    sizing_decision_id: str,
-    config: MarketConfig,
-) -> Outcome:
-    """Join a position's decisions and close into the record the replica applies."""
-    prices = close.prices if close.prices is not None else signal.prices
-    after = compute_market_features(prices, config)
-    return Outcome(
-        position_id=close.position_id,
-        symbol=close.symbol,
-        closed_at_ms=close.timestamp,
-        pnl_pct=close.pnl_pct,
-        max_drawdown_pct=close.max_drawdown_pct,
-        equity=close.equity,
-        meta={
-            "decision_id": meta_decision_id,
-            "state": meta.state.as_dict(),
-            "state_key": meta.state_key,
-            "action_index": meta.selection.action,
-        },
-        sizing={
-            "decision_id": sizing_decision_id,
-            "state": sizing.state.as_dict(),
-            "state_key": sizing.state_key,
-            "action_index": sizing.selection.action,
-        },
-        next_regime=after.regime,
-        next_volatility=after.volatility,
-        next_market_pressure=after.market_pressure,
-    )
+def join_events(
+    joiner: PositionJoiner, row: Row | None, events: list[tuple[str, dict[str, Any]]], index: int
+) -> tuple[Row, dict[str, Any]]:
+    """Feed events through the worker's own position join; returns the row and what it emitted
+    (`meta` / `sizing` decision records and the `outcome` record, parsed)."""
+    emitted: dict[str, Any] = {}
+    for topic, event in events:
+        result = joiner.handle(row, _decode(event), (topic, 0, index))
+        row = result.row
+        for emit in result.emits:
+            record = json.loads(emit.value)
+            emitted["outcome" if emit.kind == "outcome" else record["agent"]] = record
+    assert row is not None
+    return row, emitted
 
 
 def run_offline_learning(
@@ -108,34 +80,24 @@ def run_offline_learning(
     run.replica = replica
     control = np.random.default_rng([seed, 0xC0DE])
     started = time.perf_counter()
-    for _ in range(n_positions):
+    joiner = None if replica is None else PositionJoiner(replica, policy, lambda: 0)
+    for i in range(n_positions):
         opened: OpenedPosition = market.open_position()
-        signal = _decode(opened.signal)
-        execution = _decode(opened.execution)
-        assert isinstance(signal, SignalGenerated) and isinstance(execution, TradeExecuted)
-        if replica is None:
+        row: Row | None = None
+        if joiner is None:
             meta_index = int(control.choice(market.allowed_meta(opened)))
             sizing_index = int(control.choice(market.allowed_sizing(opened)))
         else:
-            features = signal_features(signal, core_config.market)
-            meta_id, sizing_id = f"{signal.event_id}:meta", f"{execution.event_id}:sizing"
-            meta = replica.decide_meta(features, signal.confidence, meta_id)
-            sizing = replica.decide_sizing(
-                signal.confidence,
-                execution.portfolio_exposure,
-                features.volatility,
-                sizing_id,
-                execution.max_size_multiplier,
-                execution.max_leverage,
+            row, decisions = join_events(
+                joiner, None, [("signals", opened.signal), ("executions", opened.execution)], i
             )
-            meta_index, sizing_index = meta.selection.action, sizing.selection.action
+            meta_index, sizing_index = decisions["meta"]["action_index"], decisions["sizing"]["action_index"]
         scored = market.score(opened, meta_index, sizing_index)
-        close = _decode(market.close_position(opened, meta_index, sizing_index))
-        assert isinstance(close, PositionClosed)
+        close = market.close_position(opened, meta_index, sizing_index)
         reward = None
-        if replica is not None:
-            outcome = build_outcome(signal, close, meta, meta_id, sizing, sizing_id, core_config.market)
-            applied = replica.apply(outcome)
+        if joiner is not None and replica is not None:
+            _, emitted = join_events(joiner, row, [("closes", close)], i)
+            applied = replica.apply(Outcome.model_validate(emitted["outcome"]))
             if applied is not None:
                 reward = applied.meta_reward + applied.size_reward
         report.record(scored, reward)

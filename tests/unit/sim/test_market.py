@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, defaultdict
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from rl_worker.contract import PositionClosed, SignalGenerated, TradeExecuted, decode_event
-from rl_worker.core import CoreConfig, ModelReplica
+from rl_worker.core import CoreConfig, ModelReplica, Outcome
 from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, meta_mask
 from rl_worker.core.config import RiskLimits
 from rl_worker.core.types import REGIMES, STRATEGIES
@@ -21,7 +20,8 @@ from rl_worker.sim.market import (
     expected_clipped_normal,
     expected_shortfall_normal,
 )
-from rl_worker.sim.offline import build_outcome, signal_features
+from rl_worker.sim.offline import join_events
+from rl_worker.stream.positions import PositionJoiner
 
 NATIVE = {
     "TREND": "dual_momentum",
@@ -140,30 +140,23 @@ def test_expected_rewards_match_what_the_replica_computes() -> None:
     replica = ModelReplica(core)
     rng = np.random.default_rng(9)
     expected, realised = [], []
-    for _ in range(4000):
+    joiner = PositionJoiner(replica, "rl", lambda: 0)
+    for i in range(4000):
         opened = market.open_position()
-        signal = _decode(opened.signal, "SIGNAL_GENERATED")
-        execution = _decode(opened.execution, "TRADE_EXECUTED")
-        # Decide through the replica (for the states), then replace the actions by random ones.
-        features = signal_features(signal, core.market)
-        meta = replica.decide_meta(features, signal.confidence, "m")
-        sizing = replica.decide_sizing(
-            signal.confidence,
-            execution.portfolio_exposure,
-            features.volatility,
-            "s",
-            execution.max_size_multiplier,
-            execution.max_leverage,
-        )
+        # Decide through the worker's join (for the states), then replace the actions by random ones.
+        row, _ = join_events(joiner, None, [("signals", opened.signal), ("executions", opened.execution)], i)
         meta_index = int(rng.choice(market.allowed_meta(opened)))
         sizing_index = int(rng.choice(market.allowed_sizing(opened)))
-        meta = SimpleNamespace(state=meta.state, state_key=meta.state_key, selection=SimpleNamespace(action=meta_index))
-        sizing = SimpleNamespace(
-            state=sizing.state, state_key=sizing.state_key, selection=SimpleNamespace(action=sizing_index)
-        )
         scored = market.score(opened, meta_index, sizing_index)
-        close = _decode(market.close_position(opened, meta_index, sizing_index), "POSITION_CLOSED")
-        applied = replica.apply(build_outcome(signal, close, meta, "m", sizing, "s", core.market))
+        _, emitted = join_events(joiner, row, [("closes", market.close_position(opened, meta_index, sizing_index))], i)
+        outcome = Outcome.model_validate(emitted["outcome"])
+        outcome = outcome.model_copy(
+            update={
+                "meta": outcome.meta.model_copy(update={"action_index": meta_index}),
+                "sizing": outcome.sizing.model_copy(update={"action_index": sizing_index}),
+            }
+        )
+        applied = replica.apply(outcome)
         assert applied is not None
         expected.append((scored.meta_chosen, scored.size_chosen))
         realised.append((applied.meta_reward, applied.size_reward))
