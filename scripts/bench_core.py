@@ -22,15 +22,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rl_worker.core.actions import N_META_ACTIONS, N_SIZING_ACTIONS, meta_action_mask, meta_mask
+from rl_worker.core.actions import N_META_ACTIONS, meta_action_mask
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.market import compute_market_features
-from rl_worker.core.outcome import MetaStateModel, MetaStep, Outcome, SizingStateModel, SizingStep
+from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy, td_update
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
-from rl_worker.core.state import MetaState, SizingState, meta_state_key, sizing_state_key
-from rl_worker.core.types import REGIMES
+from tests.factories import make_outcome
 
 TARGET_APPLY_PER_S = 100_000
 TARGET_SELECT_US = 10.0
@@ -39,54 +38,13 @@ clock = time.process_time
 
 
 def build_outcomes(n: int, config: CoreConfig, seed: int = 7) -> list[Outcome]:
-    """`n` valid outcome records spread over many states, built before any timing."""
+    """`n` valid records over many states, built before any timing; equity follows the pnl (a walk)."""
     rng = np.random.default_rng(seed)
-    records = []
-    equity = 10_000.0
+    records, equity = [], 10_000.0
     for i in range(n):
-        meta_state = MetaState(
-            regime=REGIMES[int(rng.integers(len(REGIMES)))],
-            volatility=float(rng.random()),
-            market_pressure=float(rng.uniform(-1, 1)),
-            confidence=float(rng.random()),
-            previous_winrate=float(rng.random()),
-            account_health=float(rng.random()),
-        )
-        sizing_state = SizingState(
-            signal_confidence=float(rng.random()),
-            portfolio_exposure=float(rng.random()),
-            recent_winrate=float(rng.random()),
-            volatility=float(rng.random()),
-            equity_curve_slope=float(rng.uniform(-1, 1)),
-        )
-        allowed = meta_mask(meta_state.regime, config)
         pnl = float(rng.normal(0.1, 2.0))
         equity *= 1.0 + pnl / 1000.0
-        records.append(
-            Outcome(
-                position_id=f"pos-{i}",
-                symbol="BTCUSDT",
-                closed_at_ms=1_700_000_000_000 + i * 1000,
-                pnl_pct=pnl,
-                max_drawdown_pct=float(abs(rng.normal(0, 1.5))),
-                equity=equity,
-                meta=MetaStep(
-                    decision_id=f"m-{i}",
-                    state=MetaStateModel(**meta_state.as_dict()),
-                    state_key=meta_state_key(meta_state, config.meta_bins),
-                    action_index=int(allowed[int(rng.integers(len(allowed)))]),
-                ),
-                sizing=SizingStep(
-                    decision_id=f"s-{i}",
-                    state=SizingStateModel(**sizing_state.as_dict()),
-                    state_key=sizing_state_key(sizing_state, config.sizing_bins),
-                    action_index=int(rng.integers(N_SIZING_ACTIONS)),
-                ),
-                next_regime=REGIMES[int(rng.integers(len(REGIMES)))],
-                next_volatility=float(rng.random()),
-                next_market_pressure=float(rng.uniform(-1, 1)),
-            )
-        )
+        records.append(make_outcome(rng, config, i, pnl_pct=pnl, equity=equity))
     return records
 
 

@@ -281,7 +281,7 @@ def create_app(
                 row = result.row
                 value = _encode_row(row)
                 rows[position_id] = value
-                expiry[position_id] = (row["updated_ms"], "outcome" in row, msg.partition)
+                expiry[position_id] = _expiry_of(row)
                 watch(await send(changelog, _encode_key(position_id), value, msg.partition, None, None))
             for emit in result.emits:
                 if emit.kind == "decision":
@@ -413,14 +413,7 @@ def create_app(
         async def on_stop(self) -> None:
             if self.consumer is not None:
                 await self.consumer.stop()
-            if runtime.replica.log_offset != runtime.checkpoint_offset and runtime.replica.n_updates:
-                runtime.snapshot_now()
-                pending = runtime._pending
-                if pending is not None:
-                    try:
-                        await asyncio.wait_for(runtime.write_one(*pending), 3.0)
-                    except TimeoutError:
-                        log.error("final checkpoint not written: store did not answer")
+            await runtime.write_final_checkpoint(timeout_s=3.0)
             await runtime.store.close()
 
     @app.page("/health")

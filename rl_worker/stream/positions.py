@@ -103,7 +103,6 @@ class PositionJoiner:
             return {
                 "event_id": event.event_id,
                 "src": src,
-                "timestamp": event.timestamp,
                 "confidence": event.confidence,
                 "regime": market.regime,
                 "volatility": market.volatility,
@@ -119,7 +118,6 @@ class PositionJoiner:
             return {
                 "event_id": event.event_id,
                 "src": src,
-                "timestamp": event.timestamp,
                 "portfolio_exposure": event.portfolio_exposure,
                 "max_size_multiplier": limits[0],
                 "max_leverage": limits[1],
@@ -203,15 +201,9 @@ class PositionJoiner:
                 "max_leverage": trigger["max_leverage"],
             }
         text = json.dumps(record, separators=(",", ":"))
-        stored = {
-            "decision_id": decision_id,
-            "state": state,
-            "state_key": decision.state_key,
-            "action_index": selection.action,
-            "record": text,
-            "emitted_by": src,
-        }
-        return stored, Emit("decision", text.encode(), agent, selection.explored)
+        # The row keeps the record as sent (re-sent on redelivery; the outcome reads it back),
+        # not a second copy of its state: rows are re-encoded on every event of the position.
+        return {"record": text, "emitted_by": src}, Emit("decision", text.encode(), agent, selection.explored)
 
     def _outcome(self, row: Row, position_id: str) -> str:
         signal, close = row["signal"], row["close"]
@@ -223,8 +215,8 @@ class PositionJoiner:
             pnl_pct=close["pnl_pct"],
             max_drawdown_pct=close["max_drawdown_pct"],
             equity=close["equity"],
-            meta={k: row["meta"][k] for k in ("decision_id", "state", "state_key", "action_index")},
-            sizing={k: row["sizing"][k] for k in ("decision_id", "state", "state_key", "action_index")},
+            meta=_step(row["meta"]),
+            sizing=_step(row["sizing"]),
             next_regime=at_close["regime"],
             next_volatility=at_close["volatility"],
             next_market_pressure=at_close["market_pressure"],
@@ -243,6 +235,12 @@ class PositionJoiner:
         if "outcome" in row and row["outcome"]["emitted_by"] == src:
             emits.append(Emit("outcome", row["outcome"]["record"].encode()))
         return emits
+
+
+def _step(stored: Row) -> Row:
+    """The outcome's view of a decision: what was decided, in which state."""
+    record = json.loads(stored["record"])
+    return {k: record[k] for k in ("decision_id", "state", "state_key", "action_index")}
 
 
 def _market(signal: Row) -> MarketFeatures:

@@ -234,6 +234,16 @@ class WorkerRuntime:
                 await asyncio.sleep(delay)
                 delay = min(cfg.retry_max_s, delay * 2)
 
+    async def write_final_checkpoint(self, timeout_s: float) -> None:
+        """On shutdown: checkpoint what the last checkpoint does not hold yet, if the store answers in time."""
+        if self.replica.n_updates == 0 or self.replica.log_offset == self.checkpoint_offset:
+            return
+        offset, data = self.replica.log_offset, encode_replica(self.replica)
+        try:
+            await asyncio.wait_for(self.write_one(offset, data), timeout_s)
+        except TimeoutError:
+            log.error("final checkpoint at %d not written: the store did not answer", offset)
+
     async def write_one(self, offset: int, data: bytes) -> bool:
         try:
             await self.store.save(offset, data)
