@@ -1,0 +1,249 @@
+"""Statistical validity of `ab-test report` and `evaluate` on the synthetic market, offline (no Kafka).
+
+Three figures over N seeds (default 20), each seed a fresh market and a fresh replica
+(`rl_worker.sim.ab.run_offline_ab`, the demo's core config, 5,000 positions):
+
+1. A/A: one RL policy behind both arms (control share 0.5). The share of seeds whose report
+   finds no significant difference in mean pnl at 5 % (Welch) -- aim >= 90 %. Also shown:
+   the share with no significant difference in any of the report's tests.
+2. A/B (control share 0.5), in two set-ups: RL against a control without choices of its own (the
+   fixed baseline: dual_momentum / xgb / 0.5, 0.6 x 3, whatever the regime), and RL against the
+   simulated stack's own choices (the detected regime's native strategy, 0.6 x 3). The oracle's
+   expected pnl (and reward) of both arms' choices over all positions says which arm is better;
+   among the seeds where it says RL, the share whose report finds RL better with p < 0.05 after
+   the 5,000 positions -- aim >= 80 %.
+3. evaluate: the replica's checkpoint taken half-way through the baseline A/B run is evaluated on
+   the RL-arm decisions logged after it; the truth is the oracle's expected reward of the
+   candidate's greedy choice on those logged contexts (the other agent's logged action held
+   fixed). The share of seeds whose 95 % interval covers the truth, per estimator and agent --
+   aim >= 90 % (headline: DR, both agents covered). The same for a replica trained on another
+   market (`--candidate-positions`), which rarely takes the logged actions: the warnings case.
+
+    .venv/bin/python scripts/ab_validity.py [--seeds 20] [--positions 5000] [--out out/ab_validity.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rl_worker.analysis.comparison import compare_arms
+from rl_worker.analysis.off_policy import ESTIMATORS, estimate_off_policy, logged_decisions_for_candidate
+from rl_worker.core.arms import CONTROL_ARM, RL_ARM
+from rl_worker.core.snapshot import decode_replica
+from rl_worker.sim.ab import AgentLog, run_offline_ab
+from rl_worker.sim.demo_config import demo_core_config
+from rl_worker.sim.offline import run_offline_learning
+
+
+def true_value(log: AgentLog, table: Any) -> float:
+    """Mean over the logged decisions of the oracle's expected reward of the candidate's greedy choice."""
+    values = []
+    for key, mask, expected in zip(log.state_keys, log.masks, log.expected, strict=True):
+        greedy = table.greedy_actions(key, mask) or mask.members
+        values.append(float(np.mean(expected[list(greedy)])))
+    return float(np.mean(values))
+
+
+def any_significant(comparison: Any, alpha: float) -> bool:
+    tests = [comparison.pnl, comparison.meta_reward, comparison.size_reward, comparison.win_rate]
+    if any(t is not None and t.p_value < alpha for t in tests):
+        return True
+    intervals = [comparison.sharpe_difference, comparison.max_drawdown_difference]
+    return any(i is not None and i.excludes_zero for i in intervals)
+
+
+def evaluate_candidate(log: AgentLog, table: Any, agent: str, seed: int, resamples: int) -> dict[str, Any]:
+    logged = logged_decisions_for_candidate(
+        agent, table, log.state_keys, log.masks, log.actions, log.propensities, log.rewards
+    )
+    report = estimate_off_policy(logged, np.random.default_rng(seed), n_resamples=resamples)
+    truth = true_value(log, table)
+    return {
+        "truth": truth,
+        "covered": {name: report.estimates[name].covers(truth) for name in ESTIMATORS},
+        "report": report.as_dict(),
+    }
+
+
+def ab_figures(run: Any, seed: int, resamples: int) -> dict[str, Any]:
+    comparison = compare_arms(
+        run.trades[CONTROL_ARM], run.trades[RL_ARM], np.random.default_rng(seed), n_resamples=resamples
+    )
+    pnl, meta, size = comparison.pnl, comparison.meta_reward, comparison.size_reward
+    assert pnl is not None and meta is not None and size is not None
+    return {
+        "positions": {arm: len(t) for arm, t in run.trades.items()},
+        "oracle_expected_pnl": run.oracle_pnl,
+        "oracle_expected_reward": run.oracle_reward,
+        "oracle_says_rl_better": run.oracle_pnl[RL_ARM] > run.oracle_pnl[CONTROL_ARM],
+        "oracle_says_rl_better_reward": run.oracle_reward[RL_ARM] > run.oracle_reward[CONTROL_ARM],
+        "pnl_difference": pnl.difference,
+        "pnl_p_value": pnl.p_value,
+        "detected_rl_better": pnl.p_value < 0.05 and pnl.difference > 0,
+        "reward_p_values": {"meta": meta.p_value, "size": size.p_value},
+        "detected_rl_better_reward": all(t.p_value < 0.05 and t.difference > 0 for t in (meta, size)),
+        "any_test_significant": any_significant(comparison, 0.05),
+        "verdict": comparison.verdict,
+    }
+
+
+def run_seed(seed: int, positions: int, candidate_positions: int, resamples: int) -> dict[str, Any]:
+    config = demo_core_config(seed)
+    started = time.perf_counter()
+    aa = run_offline_ab(
+        positions, seed, config, 0.5, policies={RL_ARM: "rl", CONTROL_ARM: "rl"}, keep_log=False, score=False
+    )
+    # RL against the simulated stack's own choices (the regime's native strategy, 0.6 x 3)
+    stack = run_offline_ab(positions, seed + 5_000, config, 0.5, keep_log=False)
+    # RL against a stack without choices: the fixed baseline (dual_momentum / xgb / 0.5, 0.6 x 3)
+    half = positions // 2
+    baseline = run_offline_ab(
+        positions, seed + 7_000, config, 0.5, policies={RL_ARM: "rl", CONTROL_ARM: "baseline"}, snapshot_at=half
+    )
+    assert baseline.snapshot is not None
+    # evaluate: the checkpoint taken half-way, on the RL-arm decisions logged after it; and a
+    # replica trained on another market, on the same decisions
+    checkpoint = decode_replica(baseline.snapshot, config)
+    foreign = run_offline_learning(candidate_positions, seed + 10_000, demo_core_config(seed + 10_000)).replica
+    assert foreign is not None
+    evaluation: dict[str, Any] = {"checkpoint": {}, "foreign": {}}
+    for agent, log in (("meta", baseline.meta.since(half)), ("sizing", baseline.sizing.since(half))):
+        for name, candidate in (("checkpoint", checkpoint), ("foreign", foreign)):
+            table = candidate.meta_table if agent == "meta" else candidate.sizing_table
+            evaluation[name][agent] = evaluate_candidate(log, table, agent, seed, resamples)
+    aa_figures = ab_figures(aa, seed, resamples)
+    return {
+        "seed": seed,
+        "seconds": time.perf_counter() - started,
+        "aa": aa_figures | {"significant": aa_figures["pnl_p_value"] < 0.05},
+        "ab_stack": ab_figures(stack, seed, resamples),
+        "ab_baseline": ab_figures(baseline, seed, resamples),
+        "evaluate": evaluation,
+    }
+
+
+def _share(rows: list[dict[str, Any]], test: Any) -> tuple[int, int]:
+    return sum(bool(test(r)) for r in rows), len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--positions", type=int, default=5000)
+    parser.add_argument("--candidate-positions", type=int, default=1000)
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    parser.add_argument("--out", type=Path, default=Path("out/ab_validity.json"))
+    args = parser.parse_args(argv)
+
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    work = [(seed, args.positions, args.candidate_positions, args.resamples) for seed in seeds]
+    rows: list[dict[str, Any]] = []
+    with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
+        for row in pool.imap(_run_seed_star, work):
+            rows.append(row)
+            ev = row["evaluate"]["checkpoint"]
+            ab_stack, ab_base = row["ab_stack"], row["ab_baseline"]
+            print(
+                f"seed {row['seed']:3d}: A/A p={row['aa']['pnl_p_value']:.3f} | A/B stack: oracle pnl rl "
+                f"{ab_stack['oracle_expected_pnl'][RL_ARM]:+.3f} vs {ab_stack['oracle_expected_pnl'][CONTROL_ARM]:+.3f}"
+                f" p={ab_stack['pnl_p_value']:.2g} | A/B baseline: oracle pnl rl "
+                f"{ab_base['oracle_expected_pnl'][RL_ARM]:+.3f} vs {ab_base['oracle_expected_pnl'][CONTROL_ARM]:+.3f}"
+                f" p={ab_base['pnl_p_value']:.2g}"
+                f" | evaluate DR covered meta {ev['meta']['covered']['DR']} sizing {ev['sizing']['covered']['DR']}"
+                f" ({row['seconds']:.0f} s)",
+                flush=True,
+            )
+    n = len(rows)
+    aa_ok = _share(rows, lambda r: not r["aa"]["significant"])
+    aa_all_ok = _share(rows, lambda r: not r["aa"]["any_test_significant"])
+    summary: dict[str, Any] = {
+        "seeds": n,
+        "positions": args.positions,
+        "aa_no_significant_pnl_difference": aa_ok,
+        "aa_no_significant_difference_in_any_test": aa_all_ok,
+        "targets": {"aa": 0.9, "ab": 0.8, "evaluate": 0.9},
+    }
+    lines = [
+        f"A/A: no significant pnl difference at 5 % in {aa_ok[0]}/{n} seeds ({aa_ok[0] / n:.0%}); "
+        f"none of the report's tests significant in {aa_all_ok[0]}/{n}",
+    ]
+    for scenario in ("ab_baseline", "ab_stack"):
+        better = [r for r in rows if r[scenario]["oracle_says_rl_better"]]
+        detected = _share(better, lambda r, s=scenario: r[s]["detected_rl_better"])
+        better_reward = [r for r in rows if r[scenario]["oracle_says_rl_better_reward"]]
+        detected_reward = _share(better_reward, lambda r, s=scenario: r[s]["detected_rl_better_reward"])
+        summary[scenario] = {
+            "oracle_says_rl_better_pnl": len(better),
+            "detected_pnl": detected,
+            "oracle_says_rl_better_reward": len(better_reward),
+            "detected_both_rewards": detected_reward,
+        }
+        share = f" ({detected[0] / detected[1]:.0%})" if detected[1] else ""
+        lines.append(
+            f"{scenario}: oracle says RL has the higher expected pnl in {len(better)}/{n} seeds; RL detected "
+            f"(p < 0.05) in {detected[0]}/{detected[1]}{share}. Higher expected reward in {len(better_reward)}/{n}; "
+            f"both rewards detected in {detected_reward[0]}/{detected_reward[1]}"
+        )
+    for candidate in ("checkpoint", "foreign"):
+        coverage = {
+            agent: {
+                name: _share(rows, lambda r, a=agent, e=name, c=candidate: r["evaluate"][c][a]["covered"][e])[0] / n
+                for name in ESTIMATORS
+            }
+            for agent in ("meta", "sizing")
+        }
+        both = _share(
+            rows,
+            lambda r, c=candidate: (
+                r["evaluate"][c]["meta"]["covered"]["DR"] and r["evaluate"][c]["sizing"]["covered"]["DR"]
+            ),
+        )
+        ess = {
+            agent: float(np.median([r["evaluate"][candidate][agent]["report"]["effective_sample_size"] for r in rows]))
+            for agent in ("meta", "sizing")
+        }
+        trusted = {
+            agent: _share(rows, lambda r, a=agent, c=candidate: r["evaluate"][c][a]["report"]["trustworthy"])[0]
+            for agent in ("meta", "sizing")
+        }
+        summary[f"evaluate_{candidate}"] = {
+            "coverage": coverage,
+            "dr_both_agents_covered": both,
+            "median_ess": ess,
+            "trustworthy": trusted,
+        }
+        lines.append(
+            f"evaluate ({candidate}): DR 95 % CI covers the truth for both agents in {both[0]}/{n} seeds "
+            f"({both[0] / n:.0%}); "
+            + "; ".join(
+                f"{agent} " + ", ".join(f"{k} {v:.0%}" for k, v in cov.items()) for agent, cov in coverage.items()
+            )
+            + f"; median ESS meta {ess['meta']:.0f}, sizing {ess['sizing']:.0f}; no warning in "
+            f"{trusted['meta']}/{n} (meta), {trusted['sizing']}/{n} (sizing)"
+        )
+    print()
+    for line in lines:
+        print(line)
+    summary["lines"] = lines
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "seeds": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _run_seed_star(work: tuple[int, int, int, int]) -> dict[str, Any]:
+    return run_seed(*work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
