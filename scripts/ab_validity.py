@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import sys
 import time
@@ -60,7 +61,9 @@ def any_significant(comparison: Any, alpha: float) -> bool:
     return any(i is not None and i.excludes_zero for i in intervals)
 
 
-def evaluate_candidate(log: AgentLog, table: Any, agent: str, seed: int, resamples: int) -> dict[str, Any]:
+def evaluate_candidate(
+    log: AgentLog, table: Any, agent: str, seed: int, resamples: int, min_visits: int
+) -> dict[str, Any]:
     logged = logged_decisions_for_candidate(
         agent, table, log.state_keys, log.masks, log.actions, log.propensities, log.rewards
     )
@@ -118,7 +121,9 @@ def run_seed(seed: int, positions: int, candidate_positions: int, resamples: int
     for agent, log in (("meta", baseline.meta.since(half)), ("sizing", baseline.sizing.since(half))):
         for name, candidate in (("checkpoint", checkpoint), ("foreign", foreign)):
             table = candidate.meta_table if agent == "meta" else candidate.sizing_table
-            evaluation[name][agent] = evaluate_candidate(log, table, agent, seed, resamples)
+            evaluation[name][agent] = evaluate_candidate(
+                log, table, agent, seed, resamples, math.ceil(3 / config.qlearning.alpha)
+            )
     aa_figures = ab_figures(aa, seed, resamples)
     return {
         "seed": seed,
@@ -216,11 +221,15 @@ def main(argv: list[str] | None = None) -> int:
             agent: _share(rows, lambda r, a=agent, c=candidate: r["evaluate"][c][a]["report"]["trustworthy"])[0]
             for agent in ("meta", "sizing")
         }
+        pairs = [r["evaluate"][candidate][a] for r in rows for a in ("meta", "sizing")]
+        quiet = [p for p in pairs if p["report"]["trustworthy"]]
+        quiet_coverage = {name: sum(p["covered"][name] for p in quiet) for name in ESTIMATORS}
         summary[f"evaluate_{candidate}"] = {
             "coverage": coverage,
             "dr_both_agents_covered": both,
             "median_ess": ess,
             "trustworthy": trusted,
+            "coverage_without_warning": {"pairs": len(quiet), "covered": quiet_coverage},
         }
         lines.append(
             f"evaluate ({candidate}): DR 95 % CI covers the truth for both agents in {both[0]}/{n} seeds "
@@ -229,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{agent} " + ", ".join(f"{k} {v:.0%}" for k, v in cov.items()) for agent, cov in coverage.items()
             )
             + f"; median ESS meta {ess['meta']:.0f}, sizing {ess['sizing']:.0f}; no warning in "
-            f"{trusted['meta']}/{n} (meta), {trusted['sizing']}/{n} (sizing)"
+            f"{trusted['meta']}/{n} (meta), {trusted['sizing']}/{n} (sizing); where no warning: "
+            + ", ".join(f"{k} covered {v}/{len(quiet)}" for k, v in quiet_coverage.items())
         )
     print()
     for line in lines:

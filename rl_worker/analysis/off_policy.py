@@ -18,8 +18,10 @@ the expected reward. Intervals are percentile bootstraps over the decisions
 (`scipy.stats.bootstrap`; SNIPS resamples w r and w in pairs).
 
 Small logging propensities make a few weights huge: the report then warns, and names why
-(a low effective sample size, one decision carrying much of the weight, or most of the weight
-sitting on decisions logged with a propensity below `min_propensity`).
+(a low effective sample size, one decision carrying much of the weight, most of the weight
+sitting on decisions logged with a propensity below `min_propensity`, or a mean weight far
+from 1 -- its expectation under the logging policy -- which shows the candidate's actions were
+rarely tried even when no huge weight happens to be in the sample).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from rl_worker.core.actions import ActionMask
@@ -94,37 +97,89 @@ def logged_decisions_for_candidate(
     logged_propensities: Sequence[float],
     rewards: Sequence[float],
     epsilon: float = 0.0,
+    calibrate: bool = True,
+    min_visits: int = 0,
+    min_state_decisions: int = 5,
 ) -> LoggedDecisions:
     """The columns for a candidate that acts epsilon-greedily on `table` (0: its greedy policy).
 
     As the worker decides: within the decision's mask, greedy ties broken uniformly, and every
     allowed action greedy in a state the table never updated (all its values are 0).
+
+    The reward model q is the candidate's Q-values, `calibrate`d: a Q-value is a discounted
+    return (r + gamma * V(next state)), not a one-step reward, and a cell updated a few times
+    still sits near its start (0). Within a state, the Q-values of well-learned cells (at least
+    `min_visits` updates; about 3 / alpha) differ as the expected rewards do when the next state
+    does not depend on the action, but their level is off by gamma * V. So
+
+        q(s, a) = Q(s, a) + shift(s)   if cell (s, a) has >= min_visits updates
+                = level(s)             otherwise
+
+    shift(s) = mean of (r_i - Q(s, a_i)) over the logged decisions in s whose cell is well learned,
+    level(s) = mean logged reward in s (both the overall mean for a state with fewer than
+    `min_state_decisions` such decisions). DR is unbiased whatever q is; a better q only narrows it.
+    `calibrate=False` takes the raw Q-values (0 for a state never updated).
     """
     n = len(state_keys)
     if not (len(masks) == len(actions) == len(logged_propensities) == len(rewards) == n):
         raise ValueError("every column needs one value per decision")
+    reward = np.asarray(rewards, dtype=np.float64)
     target = np.empty(n)
-    model_logged = np.empty(n)
-    model_target = np.empty(n)
+    greedy_sets: list[tuple[int, ...]] = []
+    rows: list[tuple[FloatArray, npt.NDArray[np.int64]] | None] = []
     for i, (key, mask, action) in enumerate(zip(state_keys, masks, actions, strict=True)):
         if action not in mask.allowed:
             raise ValueError(f"decision {i}: logged action {action} is outside its mask")
-        row = table.row(key)
         greedy = table.greedy_actions(key, mask) or mask.members
         probability = epsilon / len(mask)
         if action in greedy:
             probability += (1.0 - epsilon) / len(greedy)
         target[i] = probability
-        if row is None:
-            model_logged[i] = model_target[i] = 0.0
-            continue
-        model_logged[i] = row[action]
-        best = table.max_value(key, mask)
-        model_target[i] = (1.0 - epsilon) * best + epsilon * float(np.mean(row[mask.indices]))
+        greedy_sets.append(greedy)
+        index = table.row_index(key)
+        rows.append(None if index is None else (table.q_values[index], table.visits[index]))
+
+    def learned(i: int, a: int) -> bool:
+        row = rows[i]
+        return row is not None and (not calibrate or row[1][a] >= min_visits)
+
+    shift = level = np.zeros(n)
+    if calibrate and n:
+        trusted = np.array([learned(i, a) for i, a in enumerate(actions)])
+        q_logged = np.array([rows[i][0][a] if trusted[i] else 0.0 for i, a in enumerate(actions)])  # type: ignore[index]
+        shift = _state_means(state_keys, reward - q_logged, trusted, min_state_decisions)
+        level = _state_means(state_keys, reward, np.ones(n, dtype=bool), min_state_decisions)
+
+    def model(i: int, a: int) -> float:
+        row = rows[i]
+        if learned(i, a):
+            return float(row[0][a]) + float(shift[i])  # type: ignore[index]
+        return float(level[i])
+
+    model_logged = np.array([model(i, a) for i, a in enumerate(actions)])
+    model_target = np.empty(n)
+    for i, (mask, greedy) in enumerate(zip(masks, greedy_sets, strict=True)):
+        value = (1.0 - epsilon) * float(np.mean([model(i, a) for a in greedy]))
+        if epsilon > 0.0:
+            value += epsilon * float(np.mean([model(i, a) for a in mask.members]))
+        model_target[i] = value
     return LoggedDecisions(
-        agent, np.asarray(rewards, dtype=np.float64), np.asarray(logged_propensities, dtype=np.float64),
-        target, model_logged, model_target,
+        agent, reward, np.asarray(logged_propensities, dtype=np.float64), target, model_logged, model_target
     )
+
+
+def _state_means(
+    state_keys: Sequence[str], values: FloatArray, use: npt.NDArray[np.bool_], min_count: int
+) -> FloatArray:
+    """Per decision: the mean of `values[use]` in its state, or the overall mean for a rarely seen state."""
+    overall = float(values[use].mean()) if use.any() else 0.0
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for key, value, counted in zip(state_keys, values.tolist(), use.tolist(), strict=True):
+        if counted:
+            sums[key] = sums.get(key, 0.0) + value
+            counts[key] = counts.get(key, 0) + 1
+    return np.array([sums[k] / counts[k] if counts.get(k, 0) >= min_count else overall for k in state_keys])
 
 
 def effective_sample_size(weights: FloatArray) -> float:
@@ -190,12 +245,19 @@ def _mean(x: FloatArray, axis: int = -1) -> Any:
 
 def _ratio_of_means(x: FloatArray, y: FloatArray, axis: int = -1) -> Any:
     denominator = np.sum(y, axis=axis)
-    return np.divide(np.sum(x, axis=axis), denominator, out=np.full(np.shape(denominator), np.nan),
-                     where=denominator > 0)
+    return np.divide(
+        np.sum(x, axis=axis), denominator, out=np.full(np.shape(denominator), np.nan), where=denominator > 0
+    )
 
 
-def _interval(samples: tuple[FloatArray, ...], statistic: Any, paired: bool, confidence: float,
-              n_resamples: int, rng: np.random.Generator) -> tuple[float, float]:
+def _interval(
+    samples: tuple[FloatArray, ...],
+    statistic: Any,
+    paired: bool,
+    confidence: float,
+    n_resamples: int,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
     if samples[0].size < 2:
         return math.nan, math.nan
     with warnings.catch_warnings():
@@ -203,9 +265,15 @@ def _interval(samples: tuple[FloatArray, ...], statistic: Any, paired: bool, con
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         result = stats.bootstrap(
-            samples, statistic, vectorized=True, paired=paired, n_resamples=n_resamples,
+            samples,
+            statistic,
+            vectorized=True,
+            paired=paired,
+            n_resamples=n_resamples,
             batch=max(1, min(n_resamples, 2_000_000 // samples[0].size)),
-            confidence_level=confidence, method="percentile", rng=rng,
+            confidence_level=confidence,
+            method="percentile",
+            rng=rng,
         )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -219,6 +287,7 @@ def estimate_off_policy(
     min_ess: float = 100.0,
     min_ess_fraction: float = 0.1,
     max_weight_share: float = 0.05,
+    weight_mean_tolerance: float = 0.1,
 ) -> OffPolicyReport:
     """IPS, SNIPS and DR with bootstrap intervals, the effective sample size, and warnings."""
     n = len(logged)
@@ -247,6 +316,14 @@ def estimate_off_policy(
         found.append(
             f"effective sample size {ess:.1f} of {n} decisions (below {max(min_ess, min_ess_fraction * n):.0f}): "
             "the candidate rarely takes the logged actions, or a few small propensities dominate"
+        )
+    mean_weight = total_weight / n
+    if abs(mean_weight - 1.0) > weight_mean_tolerance:
+        # E[w] = 1 under the logging policy: a sample mean far from it means the candidate's actions
+        # were rarely tried (their large weights are missing, or a few of them dominate)
+        found.append(
+            f"the importance weights average {mean_weight:.2f} where 1 is expected: the logging policy rarely "
+            "tried the candidate's actions"
         )
     if total_weight > 0:
         top_share = float(w.max()) / total_weight

@@ -67,13 +67,22 @@ def test_candidate_columns_from_a_q_table() -> None:
     table.set_value("s", 0, -1.0)
     table.set_value("t", 1, 0.7)
     table.set_value("t", 3, 0.7)  # a tie: the greedy policy splits between 1 and 3
-    logged = logged_decisions_for_candidate(
-        "meta", table, ["s", "s", "t", "never"], [mask] * 4, [2, 0, 3, 1], [0.5, 0.1, 0.25, 0.25], [1, 2, 3, 4]
-    )
-    assert logged.target_propensity.tolist() == [1.0, 0.0, 0.5, 0.25]
-    assert logged.model_logged.tolist() == [1.5, -1.0, 0.7, 0.0]
-    assert logged.model_target.tolist() == [1.5, 1.5, 0.7, 0.0]
-    soft = logged_decisions_for_candidate("meta", table, ["s"], [mask], [0], [0.1], [1], epsilon=0.2)
+    columns = (["s", "s", "t", "never"], [mask] * 4, [2, 0, 3, 1], [0.5, 0.1, 0.25, 0.25], [1, 2, 3, 4])
+    raw = logged_decisions_for_candidate("meta", table, *columns, calibrate=False)
+    assert raw.target_propensity.tolist() == [1.0, 0.0, 0.5, 0.25]
+    assert raw.model_logged.tolist() == [1.5, -1.0, 0.7, 0.0]
+    assert raw.model_target.tolist() == [1.5, 1.5, 0.7, 0.0]
+    # calibrated: gaps r - Q(logged) = -0.5, 3.0, 2.3 where the table has a row; state s (2 decisions)
+    # shifts by their mean 1.25, t (1 decision, below 2) by the overall mean 4.8 / 3 = 1.6; the state
+    # never updated takes the overall mean reward 10 / 4 = 2.5
+    logged = logged_decisions_for_candidate("meta", table, *columns, min_state_decisions=2)
+    assert logged.model_logged.tolist() == pytest.approx([2.75, 0.25, 2.3, 2.5])
+    assert logged.model_target.tolist() == pytest.approx([2.75, 2.75, 2.3, 2.5])
+    # no cell has min_visits updates (set_value does not count): every value is its state's mean reward
+    unlearned = logged_decisions_for_candidate("meta", table, *columns, min_visits=1, min_state_decisions=2)
+    assert unlearned.model_logged.tolist() == pytest.approx([1.5, 1.5, 2.5, 2.5])
+    assert unlearned.model_target.tolist() == pytest.approx([1.5, 1.5, 2.5, 2.5])
+    soft = logged_decisions_for_candidate("meta", table, ["s"], [mask], [0], [0.1], [1], epsilon=0.2, calibrate=False)
     assert soft.target_propensity[0] == pytest.approx(0.05)
     assert soft.model_target[0] == pytest.approx(0.8 * 1.5 + 0.2 * (1.5 - 1.0) / 4)
     with pytest.raises(ValueError, match="outside its mask"):
