@@ -37,23 +37,34 @@ class SizingStateModel(BaseModel):
 
 
 class MetaStep(BaseModel):
-    """The meta decision of the position as it was taken."""
+    """The meta decision of the position as it was traded.
+
+    `action_index` is what was traded (the replica learns it); when the stack traded something
+    else than the published decision, `decided_action_index` keeps the published one.
+    `propensity` is the published decision's (for off-policy evaluation).
+    """
 
     model_config = _FINITE
     decision_id: str
     state: MetaStateModel
     state_key: str
     action_index: int = Field(ge=0, lt=N_META_ACTIONS)
+    propensity: float | None = Field(None, gt=0, le=1)
+    decided_action_index: int | None = Field(None, ge=0, lt=N_META_ACTIONS)
 
 
 class SizingStep(BaseModel):
-    """The sizing decision of the position as it was taken, with the limits in force."""
+    """The sizing decision of the position as it was traded (see MetaStep), with the limits in force."""
 
     model_config = _FINITE
     decision_id: str
     state: SizingStateModel
     state_key: str
     action_index: int = Field(ge=0, lt=N_SIZING_ACTIONS)
+    propensity: float | None = Field(None, gt=0, le=1)
+    decided_action_index: int | None = Field(None, ge=0, lt=N_SIZING_ACTIONS)
+    max_size_multiplier: float | None = Field(None, gt=0, description="effective limit of the decision")
+    max_leverage: float | None = Field(None, gt=0)
 
 
 class Outcome(BaseModel):
@@ -77,4 +88,5 @@ class Outcome(BaseModel):
     next_regime: Regime
     next_volatility: float = Field(ge=0, le=1)
     next_market_pressure: float = Field(ge=-1, le=1)
-    policy: str = "rl"
+    policy: str = Field("rl", description="the A/B arm that decided the position (rl, control, ...)")
+    overridden: bool = Field(False, description="the stack traded another action than a published decision")
