@@ -18,6 +18,7 @@ import numpy as np
 
 from rl_worker import __version__
 from rl_worker.core.config import CoreConfig
+from rl_worker.core.control import Hyperparameters
 from rl_worker.core.episodes import EpisodeTracker
 from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.market import EquityCurve, WinRateTracker
@@ -25,7 +26,15 @@ from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.rewards import PnlWindow
 
-__all__ = ["SCHEMA_VERSION", "SnapshotInfo", "decode_replica", "encode_replica", "read_snapshot_info"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SnapshotInfo",
+    "decode_replica",
+    "encode_replica",
+    "read_snapshot_info",
+    "seal_body",
+    "unseal_body",
+]
 
 SCHEMA_VERSION = 1
 FORMAT = "rl_worker.replica"
@@ -85,7 +94,15 @@ def encode_replica(replica: ModelReplica) -> bytes:
         "applied": list(replica.applied),  # oldest first: the order decides what is forgotten next
         "meta_reward_total": replica.meta_reward_total,
         "size_reward_total": replica.size_reward_total,
+        "hyperparameters": replica.hyperparameters.model_dump(mode="json"),
+        "hyperparameters_offset": replica.hyperparameters_offset,
+        "epsilon_origin": replica.epsilon_origin,
     }
+    return seal_body(body)
+
+
+def seal_body(body: dict[str, Any]) -> bytes:
+    """A snapshot body in its envelope (format, schema, library version, checksum), as bytes."""
     envelope: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -94,6 +111,12 @@ def encode_replica(replica: ModelReplica) -> bytes:
     }
     envelope["sha256"] = hashlib.sha256(_canonical(envelope)).hexdigest()
     return _canonical(envelope)
+
+
+def unseal_body(data: bytes) -> dict[str, Any]:
+    """The body of valid snapshot bytes (checked: format, schema, checksum), undecoded."""
+    body: dict[str, Any] = _load_envelope(data)["body"]
+    return body
 
 
 class SnapshotInfo:
@@ -138,15 +161,18 @@ def read_snapshot_info(data: bytes) -> SnapshotInfo:
 
 
 def decode_replica(data: bytes, config: CoreConfig | None = None) -> ModelReplica:
-    """Rebuild a replica. With `config`, refuse a snapshot taken under a different configuration."""
+    """Rebuild a replica. With `config`, refuse a snapshot of an incompatible model (another
+    fingerprint: action spaces, bins, rewards) and run it under `config`; the hyperparameters in
+    force are the snapshot's either way (the learning log may have tuned them)."""
     body = _load_envelope(data)["body"]
     try:
         stored = CoreConfig.model_validate(body["config"])
         if config is not None and stored.fingerprint() != config.fingerprint():
             raise SnapshotError(
                 f"snapshot config {stored.fingerprint()} differs from the running config {config.fingerprint()}"
+                " (action spaces, bins or reward definitions)"
             )
-        replica = ModelReplica(stored)
+        replica = ModelReplica(stored if config is None else config)
         replica.meta_table = _decode_table(body["meta_table"], replica.meta_table.n_actions)
         replica.sizing_table = _decode_table(body["sizing_table"], replica.sizing_table.n_actions)
         replica.winrate = WinRateTracker(stored.market.winrate_window, [bool(w) for w in body["winrate"]])
@@ -160,8 +186,16 @@ def decode_replica(data: bytes, config: CoreConfig | None = None) -> ModelReplic
         replica.log_offset = int(body["outcomes_offset"])
         replica.meta_reward_total = float(body["meta_reward_total"])
         replica.size_reward_total = float(body["size_reward_total"])
+        if "hyperparameters" in body:  # snapshots of 0.x before control records: the config's
+            hyperparameters = Hyperparameters.model_validate(body["hyperparameters"])
+        else:
+            hyperparameters = Hyperparameters.from_config(stored)
+        offset = body.get("hyperparameters_offset")
+        replica.restore_hyperparameters(
+            hyperparameters, None if offset is None else int(offset), int(body.get("epsilon_origin", 0))
+        )
     except SnapshotError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise SnapshotError(f"snapshot body is incomplete or malformed: {exc!r}") from exc
     return replica
