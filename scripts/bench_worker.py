@@ -25,10 +25,9 @@ Each run measures, on fresh topics of the same broker:
     second is not counted, and this process's GC is off while it measures;
 (d) outcomes applied per second by a replica from the log: valid Outcome records (made by a
     ModelReplica deciding on synthetic signals, as the worker builds them) are pre-produced to a
-    one-partition topic, then a fresh WorkerRuntime applies all of them through the same calls
-    as the worker's OutcomesFollower (aiokafka getmany -> runtime.apply_record -> after_batch,
-    with the checkpoint writer task writing to Redis), timed from the first fetch to the last
-    record applied.
+    one-partition topic, then the worker's own OutcomesFollower (rl_worker.stream.follower) on a
+    fresh runtime applies all of them, with the checkpoint writer task writing to Redis, timed
+    from the first fetch to the last record applied.
 
 Figures are medians over the runs. Everything talks to 127.0.0.1 only (the broker, the worker
 and its web port, Redis); every process started here is stopped at the end.
@@ -540,37 +539,31 @@ def outcome_records(n: int, seed: int = 5) -> list[tuple[bytes, bytes]]:
 
 
 async def measure_outcomes(bootstrap: str, redis_url: str, topic: str, n: int, uid: str) -> float:
+    """The worker's own OutcomesFollower on a fresh runtime, with its checkpoint writer writing to Redis."""
     from rl_worker.settings import Settings
     from rl_worker.stream.checkpoints import RedisCheckpointStore
+    from rl_worker.stream.follower import OutcomesFollower
     from rl_worker.stream.runtime import WorkerRuntime
 
     settings = Settings(app_id=f"bench-apply-{uid}", kafka_bootstrap=bootstrap, redis_url=redis_url)
     store = RedisCheckpointStore(redis_url, settings.redis_namespace, settings.checkpoint.retention)
     runtime = WorkerRuntime(settings, store)
+    follower = OutcomesFollower(settings, runtime, topic)
     stopping = False
-    writer = asyncio.create_task(runtime.write_checkpoints(lambda: stopping))
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek(tp, 0)
+    writer = asyncio.create_task(runtime.checkpointer.write_pending(lambda: stopping))
+    await follower.connect()
+    follower.seek_to_replica()
     try:
         started = time.perf_counter()
         while runtime.replica.log_offset + 1 < n:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            for record in batch.get(tp, ()):
-                runtime.apply_record(record.offset, record.value)
-            runtime.after_batch()
+            await follower.apply_batch(500)
         elapsed = time.perf_counter() - started
         if runtime.replica.n_updates != n:
             raise RuntimeError(f"applied {runtime.replica.n_updates} of {n} outcomes")
         return n / elapsed
     finally:
         stopping = True
-        await consumer.stop()
+        await follower.stop()
         await writer
         await store.close()
 

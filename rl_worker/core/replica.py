@@ -3,11 +3,14 @@
 Every worker feeds the same `rl.outcomes` log, in the same order, into its own replica;
 the same records in the same order give bit-identical Q-tables, trackers and episodes.
 Decisions read the replica; only its operations change it: `apply` (a completed position),
-`apply_hyperparameters` and `reset_to` (the learning log's control records, see core.control).
+`skip` (an unreadable log record), `apply_hyperparameters` and `reset_to` (the learning log's
+control records, see core.control) and `import_state` (a restored snapshot; `export_state` is
+what a snapshot stores).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from rl_worker.core.actions import (
@@ -43,7 +46,7 @@ from rl_worker.core.rewards import (
 from rl_worker.core.state import MetaKeyBuilder, MetaState, SizingKeyBuilder, SizingState
 from rl_worker.core.types import REGIMES
 
-__all__ = ["AppliedOutcome", "Decision", "ModelReplica"]
+__all__ = ["AppliedOutcome", "Decision", "ModelReplica", "ReplicaState"]
 
 
 class Decision(NamedTuple):
@@ -64,6 +67,26 @@ class AppliedOutcome(NamedTuple):
     meta_td_error: float
     size_td_error: float
     terminal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """Everything the log changes in a replica: what a snapshot stores and a restore puts back."""
+
+    meta_table: QTable
+    sizing_table: QTable
+    winrate: WinRateTracker
+    equity: EquityCurve
+    recent_pnl: PnlWindow
+    episodes: EpisodeTracker
+    applied: dict[str, None]
+    n_updates: int
+    log_offset: int
+    meta_reward_total: float
+    size_reward_total: float
+    hyperparameters: Hyperparameters
+    hyperparameters_offset: int | None
+    epsilon_origin: int
 
 
 class ModelReplica:
@@ -265,9 +288,27 @@ class ModelReplica:
         self._meta_epsilon_at = (-1, 0.0)
         self._sizing_epsilon_at = (-1, 0.0)
 
-    def restore_hyperparameters(self, hyperparameters: Hyperparameters, offset: int | None, origin: int) -> None:
-        """Put back the hyperparameters a snapshot recorded (the snapshot codec's operation)."""
-        self._set_hyperparameters(hyperparameters, offset, origin)
+    def export_state(self) -> ReplicaState:
+        """The learned state (the live objects, not copies: encode it before the next `apply`)."""
+        return ReplicaState(
+            self.meta_table, self.sizing_table, self.winrate, self.equity, self.recent_pnl, self.episodes,
+            self.applied, self.n_updates, self.log_offset, self.meta_reward_total, self.size_reward_total,
+            self._hyperparameters, self._hyperparameters_offset, self._epsilon_origin,
+        )
+
+    def import_state(self, state: ReplicaState) -> None:
+        """Replace the learned state (a restored checkpoint); the configuration stays this replica's."""
+        self.meta_table, self.sizing_table = state.meta_table, state.sizing_table
+        self.winrate, self.equity, self.recent_pnl = state.winrate, state.equity, state.recent_pnl
+        self.episodes, self.applied = state.episodes, state.applied
+        self.n_updates, self.log_offset = state.n_updates, state.log_offset
+        self.meta_reward_total, self.size_reward_total = state.meta_reward_total, state.size_reward_total
+        self._set_hyperparameters(state.hyperparameters, state.hyperparameters_offset, state.epsilon_origin)
+
+    def skip(self, offset: int) -> None:
+        """Step over a log record that cannot be read: every replica skips the same one, so they stay identical."""
+        if offset > self.log_offset:
+            self.log_offset = offset
 
     def _take_offset(self, offset: int | None) -> int | None:
         if offset is None:

@@ -18,7 +18,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from rl_worker.services import EmbeddedBroker, LocalRedis, free_port, wait_for_port
+from rl_worker.ops.services import EmbeddedBroker, LocalRedis, free_port, wait_for_port
+from rl_worker.stream.internals import refresh_metadata
 
 __all__ = [
     "EmbeddedBroker",
@@ -217,7 +218,7 @@ async def read_topic(
         partitions = None
         deadline = time.monotonic() + timeout_s
         while partitions is None and time.monotonic() < deadline:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic)
             if partitions is None:
                 await asyncio.sleep(0.2)

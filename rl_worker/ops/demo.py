@@ -26,10 +26,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from rl_worker.services import EmbeddedBroker, LocalRedis, free_port, redis_answers
+from rl_worker.ops.services import EmbeddedBroker, LocalRedis, free_port, redis_answers
+from rl_worker.ops.simulate import SimulationProgress, run_simulation
 from rl_worker.settings import CheckpointSettings, Settings, TopicNames
 from rl_worker.sim.demo_config import demo_core_config
-from rl_worker.synthetic_stack import SimulationProgress, run_simulation
 
 __all__ = ["DemoResult", "run_demo"]
 
