@@ -1,15 +1,33 @@
-"""Local services for the demo and the tests: the embedded broker (tansu) and a private redis-server."""
+"""Local processes for the demo, the benchmarks and the tests: the embedded broker (tansu), a private
+redis-server, and worker processes (`python -m rl_worker worker`)."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["EmbeddedBroker", "LocalRedis", "free_port", "redis_answers", "wait_for_port"]
+from rl_worker.settings import Settings
+
+__all__ = [
+    "EmbeddedBroker",
+    "LocalRedis",
+    "WorkerProcess",
+    "free_port",
+    "redis_answers",
+    "settings_env",
+    "stop_workers",
+    "wait_for_port",
+]
 
 
 def free_port() -> int:
@@ -93,3 +111,95 @@ class LocalRedis:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The RL_ environment under which a worker process builds exactly `settings`' services,
+    topics, core, checkpoint cadence and app id (what a parent passes to the workers it starts)."""
+    return {
+        "RL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "RL_REDIS_URL": settings.redis_url.get_secret_value(),
+        "RL_APP_ID": settings.app_id,
+        "RL_TOPICS": settings.topics.model_dump_json(),
+        "RL_CORE": settings.core.model_dump_json(),
+        "RL_CHECKPOINT": settings.checkpoint.model_dump_json(),
+        "RL_PARTITIONS": str(settings.partitions),
+    }
+
+
+class WorkerProcess:
+    """One `python -m rl_worker worker` process: its web port (a free loopback one), its log file.
+
+    The child gets the caller's environment without any RL_ variable, then `env` (ours only),
+    then its own RL_WEB_PORT.
+    """
+
+    def __init__(self, env: Mapping[str, str], workdir: Path, log_path: Path, log_level: str = "info") -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
+        child_env |= {"PYTHONUNBUFFERED": "1"} | dict(env) | {"RL_WEB_PORT": str(self.port)}
+        with open(log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "rl_worker", "worker", "-l", log_level],
+                cwd=workdir,
+                env=child_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    def get(self, path: str, timeout_s: float = 5.0) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout_s) as response:
+            return response.read()  # type: ignore[no-any-return]
+
+    def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The worker's /health; OSError while it does not answer."""
+        return dict(json.loads(self.get("/health", timeout_s)))
+
+    def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                health = self.health()
+                if health["ready"]:
+                    return health
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout_s}s; see {self.log_path}")
+
+    def wait_model_version(self, version: int, timeout_s: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                health = self.health()
+                if health["model_version"] >= version:
+                    return health
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"model version {health.get('model_version')} < {version}; see {self.log_path}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+        """Send `sig` and wait for the exit; SIGKILL when it takes longer than `timeout_s`."""
+        stop_workers([self], sig, timeout_s)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def stop_workers(workers: list[WorkerProcess], sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+    """Signal every worker first, then wait for each (SIGKILL after `timeout_s`): they leave together."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(sig)
+    for worker in workers:
+        try:
+            worker.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait(10)

@@ -11,7 +11,7 @@ import pytest
 from rl_worker.contract import InvalidEventError, decode_event
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
 from rl_worker.positions import PositionJoiner
-from tests import factories as f
+from rl_worker.sim import events as f
 
 TOPICS = ("signals", "executions", "closes")
 

@@ -20,8 +20,7 @@ from rl_worker.core.market import MarketFeatures
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import SCHEMA_VERSION, decode_replica, encode_replica, read_snapshot_info
-
-from .conftest import make_outcomes
+from rl_worker.sim.events import make_outcomes
 
 MARKET = MarketFeatures(regime="RANGE", volatility=0.1, trend_strength=0.1, market_pressure=-0.2)
 

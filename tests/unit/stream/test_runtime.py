@@ -9,10 +9,10 @@ import numpy as np
 from rl_worker.core import CoreConfig, ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
 from rl_worker.settings import CheckpointSettings, Settings
+from rl_worker.sim.events import make_outcomes
 from rl_worker.stream.checkpoints import MemoryCheckpointStore, RestoreResult, restore_newest_valid
 from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.runtime import WorkerRuntime
-from tests.unit.core.conftest import make_outcomes
 
 
 def settings(**checkpoint: float) -> Settings:
