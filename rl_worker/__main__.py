@@ -39,9 +39,11 @@ def main() -> None:
     partitions = settings.partitions
     if len(sys.argv) > 1 and sys.argv[1] == "worker" and not {"-h", "--help"} & set(sys.argv):
         partitions = _prepare_topics(settings)
-    from rl_worker.cli import register_commands
+    from rl_worker.ops.commands import register_commands
     from rl_worker.stream.app import create_app
+    from rl_worker.stream.internals import apply_patches
 
+    apply_patches(settings.fetch_max_wait_ms)
     app, _runtime = create_app(settings, partitions)
     register_commands(app, settings)
     app.main()

@@ -26,6 +26,7 @@ from rl_worker.core.types import MODELS, STRATEGIES
 from rl_worker.errors import RlWorkerError
 
 __all__ = [
+    "INPUT_EVENT_TYPES",
     "MAX_POSITION_ID_BYTES",
     "DecisionRecord",
     "InputEvent",
@@ -144,7 +145,8 @@ class PositionClosed(_Event):
 
 InputEvent = Annotated[SignalGenerated | TradeExecuted | PositionClosed, Field(discriminator="event_type")]
 _INPUT = TypeAdapter(InputEvent)
-EXPECTED_TYPE = {
+# The event type each input topic carries, by its field name in `Settings.topics`.
+INPUT_EVENT_TYPES = {
     "signals": "SIGNAL_GENERATED",
     "executions": "TRADE_EXECUTED",
     "closes": "POSITION_CLOSED",

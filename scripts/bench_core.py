@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rl_worker.core.actions import N_META_ACTIONS, meta_action_mask
 from rl_worker.core.config import CoreConfig
@@ -29,7 +25,7 @@ from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy, td_update
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
-from tests.factories import make_outcome
+from rl_worker.sim.events import make_outcome
 
 TARGET_APPLY_PER_S = 100_000
 TARGET_SELECT_US = 10.0

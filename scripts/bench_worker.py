@@ -25,10 +25,9 @@ Each run measures, on fresh topics of the same broker:
     second is not counted, and this process's GC is off while it measures;
 (d) outcomes applied per second by a replica from the log: valid Outcome records (made by a
     ModelReplica deciding on synthetic signals, as the worker builds them) are pre-produced to a
-    one-partition topic, then a fresh WorkerRuntime applies all of them through the same calls
-    as the worker's OutcomesFollower (aiokafka getmany -> runtime.apply_record -> after_batch,
-    with the checkpoint writer task writing to Redis), timed from the first fetch to the last
-    record applied.
+    one-partition topic, then the worker's own OutcomesFollower (rl_worker.stream.follower) on a
+    fresh runtime applies all of them, with the checkpoint writer task writing to Redis, timed
+    from the first fetch to the last record applied.
 
 Figures are medians over the runs. Everything talks to 127.0.0.1 only (the broker, the worker
 and its web port, Redis); every process started here is stopped at the end.
@@ -56,15 +55,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
-
-from tests import factories  # noqa: E402
-from tests.integration.harness import EmbeddedBroker, free_port  # noqa: E402
+from rl_worker.ops.services import EmbeddedBroker, WorkerProcess
+from rl_worker.sim import events as factories
 
 LOOPBACK = "127.0.0.1"
 PARTITIONS = 4
@@ -116,19 +111,13 @@ class Processes:
 
     def __init__(self) -> None:
         self.broker: EmbeddedBroker | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.workers: list[WorkerProcess] = []
         self.profilers: list[subprocess.Popen[bytes]] = []
 
-    def stop_worker(self, proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if proc in self.workers:
-            self.workers.remove(proc)
+    def stop_worker(self, worker: WorkerProcess, timeout_s: float = 15.0) -> None:
+        worker.stop(timeout_s=timeout_s)
+        if worker in self.workers:
+            self.workers.remove(worker)
 
     def stop_all(self) -> None:
         for proc in list(self.profilers):
@@ -140,8 +129,8 @@ class Processes:
                 proc.kill()
                 proc.wait(10)
         self.profilers.clear()
-        for proc in list(self.workers):
-            self.stop_worker(proc, 10.0)
+        for worker in list(self.workers):
+            self.stop_worker(worker, 10.0)
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
@@ -278,27 +267,18 @@ class WorkerTopics:
 def start_worker(
     procs: Processes, bootstrap: str, redis_url: str, app_id: str, topics: WorkerTopics, workdir: Path,
     extra_env: dict[str, str],
-) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
-    env |= {
+) -> WorkerProcess:
+    env = {
         "RL_KAFKA_BOOTSTRAP": bootstrap,
         "RL_REDIS_URL": redis_url,
         "RL_APP_ID": app_id,
         "RL_WEB_HOST": LOOPBACK,
-        "RL_WEB_PORT": str(port),
         "RL_DATA_DIR": str(workdir / f"data-{app_id}"),
         "RL_PARTITIONS": str(PARTITIONS),
-        "PYTHONUNBUFFERED": "1",
     } | topics.env() | extra_env
-    log_path = workdir / f"{app_id}.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rl_worker", "worker", "-l", "info"],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    procs.workers.append(proc)
-    return proc, port, log_path
+    worker = WorkerProcess(env, workdir, workdir / f"{app_id}.log")
+    procs.workers.append(worker)
+    return worker
 
 
 def start_profiler(procs: Processes, pid: int, out: Path) -> subprocess.Popen[bytes] | None:
@@ -380,8 +360,8 @@ async def measure_worker(
         while not predicate():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(received)} decisions after {timeout_s:.0f} s")
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.process.returncode}; see {worker.log_path}")
             batch = await consumer.getmany(timeout_ms=50)
             now = time.time()
             for recs in batch.values():
@@ -392,22 +372,23 @@ async def measure_worker(
                         received[r.key] = (now, r.timestamp)
 
     launched = time.time()
-    worker, _port, log_path = start_worker(procs, bootstrap, redis_url, app_id, topics, workdir, extra_env)
+    worker = start_worker(procs, bootstrap, redis_url, app_id, topics, workdir, extra_env)
+    pid = worker.process.pid
     profiler = None
     try:
         # (b) the backlog
         await drain_until(lambda: len(received) >= 1, 120.0)
         broker_pid = procs.broker.process.pid if procs.broker else 0
-        cpu0 = (time.monotonic(), cpu_seconds(worker.pid), cpu_seconds(broker_pid))
-        sched0 = main_thread_sched(worker.pid)
+        cpu0 = (time.monotonic(), cpu_seconds(pid), cpu_seconds(broker_pid))
+        sched0 = main_thread_sched(pid)
         if profile_dir is not None:
-            profiler = start_profiler(procs, worker.pid, profile_dir / f"worker-run{run_index}.txt")
+            profiler = start_profiler(procs, pid, profile_dir / f"worker-run{run_index}.txt")
         await drain_until(lambda: len(received) >= n, 120.0 + n / 500)
         wall = time.monotonic() - cpu0[0]
-        result.worker_cpu = (cpu_seconds(worker.pid) - cpu0[1]) / wall
+        result.worker_cpu = (cpu_seconds(pid) - cpu0[1]) / wall
         result.broker_cpu = (cpu_seconds(broker_pid) - cpu0[2]) / wall
         result.worker_cpu_us = result.worker_cpu * wall / (n - 1) * 1e6
-        sched1 = main_thread_sched(worker.pid)
+        sched1 = main_thread_sched(pid)
         result.main_on_cpu = (sched1[0] - sched0[0]) / wall
         result.main_cpu_wait = (sched1[1] - sched0[1]) / wall
         stop_profiler(procs, profiler)
@@ -477,9 +458,9 @@ async def measure_worker(
             result.notes.append(f"(c) {result.steady_sent - result.steady_received} signals without decision")
         # what the idle worker costs (its fetch loop polls the broker every few ms)
         await asyncio.sleep(1.0)
-        idle0 = (time.monotonic(), cpu_seconds(worker.pid))
+        idle0 = (time.monotonic(), cpu_seconds(pid))
         await asyncio.sleep(3.0)
-        result.idle_cpu = (cpu_seconds(worker.pid) - idle0[1]) / (time.monotonic() - idle0[0])
+        result.idle_cpu = (cpu_seconds(pid) - idle0[1]) / (time.monotonic() - idle0[0])
         dead = await dead_consumer.getmany(timeout_ms=200)
         n_dead = sum(len(v) for v in dead.values())
         if n_dead:
@@ -540,37 +521,31 @@ def outcome_records(n: int, seed: int = 5) -> list[tuple[bytes, bytes]]:
 
 
 async def measure_outcomes(bootstrap: str, redis_url: str, topic: str, n: int, uid: str) -> float:
+    """The worker's own OutcomesFollower on a fresh runtime, with its checkpoint writer writing to Redis."""
     from rl_worker.settings import Settings
     from rl_worker.stream.checkpoints import RedisCheckpointStore
+    from rl_worker.stream.follower import OutcomesFollower
     from rl_worker.stream.runtime import WorkerRuntime
 
     settings = Settings(app_id=f"bench-apply-{uid}", kafka_bootstrap=bootstrap, redis_url=redis_url)
     store = RedisCheckpointStore(redis_url, settings.redis_namespace, settings.checkpoint.retention)
     runtime = WorkerRuntime(settings, store)
+    follower = OutcomesFollower(settings, runtime, topic)
     stopping = False
-    writer = asyncio.create_task(runtime.write_checkpoints(lambda: stopping))
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek(tp, 0)
+    writer = asyncio.create_task(runtime.checkpointer.write_pending(lambda: stopping))
+    await follower.connect()
+    follower.seek_to_replica()
     try:
         started = time.perf_counter()
         while runtime.replica.log_offset + 1 < n:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            for record in batch.get(tp, ()):
-                runtime.apply_record(record.offset, record.value)
-            runtime.after_batch()
+            await follower.apply_batch(500)
         elapsed = time.perf_counter() - started
         if runtime.replica.n_updates != n:
             raise RuntimeError(f"applied {runtime.replica.n_updates} of {n} outcomes")
         return n / elapsed
     finally:
         stopping = True
-        await consumer.stop()
+        await follower.stop()
         await writer
         await store.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -207,6 +207,19 @@ class CoreConfig(_Frozen):
         return value
 
     def fingerprint(self) -> str:
-        """A short hash of the configuration, stored in snapshots."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A short hash of what makes two replicas incompatible, stored in snapshots.
+
+        It covers the action spaces and masks, the bins, the market features and the reward
+        definitions (what a state key and a Q-value mean), the seed and the episode length;
+        not the tunable hyperparameters (alpha, gamma, epsilon schedule), which the learning
+        log changes live, nor the dedupe window. So tuning never invalidates a checkpoint.
+        """
+        blob = json.dumps(self.model_dump(mode="json", exclude=_NOT_FINGERPRINTED), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# The tunable part of the configuration (core.control.Hyperparameters) and bookkeeping.
+_NOT_FINGERPRINTED: dict[str, Any] = {
+    "dedupe_window": True,
+    "qlearning": {"alpha", "gamma", "epsilon_start", "epsilon_min", "epsilon_decay"},
+}

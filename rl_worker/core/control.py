@@ -1,118 +1,132 @@
-"""The control arm's decisions: what the trading stack would have done without RL.
+"""Control records of the learning log: a hyperparameter change and a reset to a checkpoint.
 
-The control decision is the stack's own choice carried by the event, put on the action grid:
+The learning log is the model's control plane. Besides one `Outcome` per completed position
+it carries records that change the model; every replica applies them at their offset, so
+every worker changes at the same point of the log and a replay reproduces the change:
 
-- meta: the signal's `strategy` and `model` as given, its `weight` rounded to the nearest grid
-  weight (0.3 .. 0.7); the regime mask does not apply (it is the RL agent's prior, not a
-  limit), so the control arm may trade a strategy the RL arm would never pick;
-- sizing: the execution's `size_multiplier` and `leverage`, each snapped down to the largest
-  grid level within the effective risk limits (the configured ones tightened by the event's),
-  and up to the smallest level when the stack asked for less: no control decision exceeds
-  the limits either.
+- `HyperparametersRecord`: the per-agent alpha, gamma and epsilon schedule in force from
+  this offset on. The epsilon schedule restarts at this offset from its new start
+  (`epsilon(n) = max(min, start * decay ** (n - n_at_change))`), so `--meta-epsilon 0.05`
+  means "explore 5 % now, and keep decaying".
+- `ResetRecord`: load the learned state (tables, trackers, episodes, visit counts) and the
+  hyperparameters of a named checkpoint, of this or another namespace, and continue from this
+  offset. The record names the checkpoint's bytes by their sha256, so every replica either
+  loads exactly the same state or refuses it.
 
-When the event carries no complete choice, the configured baseline decides: a fixed action
-(clipped like the stack's), or a uniformly random allowed action (the regime mask for meta,
-the limits for sizing). Propensity: 1.0 for the stack's choice and a fixed baseline, 1 / |A|
-for the uniform baseline, drawn from the decision's own generator.
+Reward weights are not a hyperparameter here: they define what a Q-value estimates, so a
+table learned under one set of weights is no estimate under another. Changing them is a new
+model (backfill a namespace, evaluate, promote), and they are part of the fingerprint.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from rl_worker.core.actions import META_INDEX, SIZING_INDEX, ActionMask, MetaAction, SizingAction
-from rl_worker.core.qlearning import UniformSource
-from rl_worker.core.types import LEVERAGE_LEVELS, MODELS, SIZE_MULTIPLIERS, STRATEGIES, WEIGHTS
+from rl_worker.core.config import CoreConfig
+from rl_worker.core.outcome import Outcome
 
 __all__ = [
-    "BaselinePolicy",
-    "ControlDecision",
-    "control_meta",
-    "control_sizing",
-    "meta_action_of",
-    "sizing_action_within",
+    "AgentHyperparameters",
+    "Hyperparameters",
+    "HyperparametersRecord",
+    "LogRecord",
+    "ResetRecord",
+    "decode_log_record",
 ]
 
-
-class BaselinePolicy(BaseModel):
-    """What the control arm does when an event carries no choice of the stack's."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["fixed", "uniform"] = Field("fixed", description="a fixed action, or uniformly random allowed ones")
-    strategy: Literal["dual_momentum", "mean_reversion", "breakout"] = "dual_momentum"
-    model: Literal["xgb", "lgbm", "nhits", "lstm"] = "xgb"
-    weight: float = Field(0.5, ge=0, le=1)
-    size_multiplier: float = Field(0.6, gt=0, description="snapped to the risk limits like a stack's choice")
-    leverage: float = Field(3.0, gt=0)
+_STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-class ControlDecision(NamedTuple):
-    """The control arm's action, its propensity, and where it came from."""
+class AgentHyperparameters(BaseModel):
+    """One agent's learning rate, discount and epsilon schedule (the tunable part of a model)."""
 
-    action: int
-    propensity: float
-    source: Literal["stack", "baseline"]
+    model_config = _STRICT
+    alpha: float = Field(gt=0, le=1, description="learning rate of the TD update")
+    gamma: float = Field(ge=0, le=1, description="discount factor of the TD target")
+    epsilon_start: float = Field(ge=0, le=1, description="exploration rate when this schedule takes effect")
+    epsilon_min: float = Field(ge=0, le=1, description="floor of the decayed exploration rate")
+    epsilon_decay: float = Field(gt=0, le=1, description="multiplied into epsilon once per applied outcome")
+
+    @model_validator(mode="after")
+    def _epsilon_order(self) -> AgentHyperparameters:
+        if self.epsilon_min > self.epsilon_start:
+            raise ValueError(f"epsilon_min {self.epsilon_min} exceeds epsilon_start {self.epsilon_start}")
+        return self
+
+    def epsilon(self, updates_since: int) -> float:
+        """epsilon after `updates_since` outcomes applied under this schedule."""
+        return max(self.epsilon_min, self.epsilon_start * self.epsilon_decay**updates_since)
 
 
-def meta_action_of(strategy: str, model: str, weight: float) -> int:
-    """The meta action index of (strategy, model, the grid weight nearest to `weight`)."""
-    if strategy not in STRATEGIES or model not in MODELS:
-        raise ValueError(f"unknown strategy / model {strategy!r} / {model!r}")
-    nearest = min(WEIGHTS, key=lambda w: (abs(w - weight), w))
-    return META_INDEX[MetaAction(strategy, model, nearest)]
+class Hyperparameters(BaseModel):
+    """Both agents' hyperparameters: what a tuning record carries and a checkpoint records."""
+
+    model_config = _STRICT
+    meta: AgentHyperparameters
+    sizing: AgentHyperparameters
+
+    @classmethod
+    def from_config(cls, config: CoreConfig) -> Hyperparameters:
+        """The hyperparameters a replica starts with, before any record changes them."""
+        q = config.qlearning
+        agent = AgentHyperparameters(
+            alpha=q.alpha,
+            gamma=q.gamma,
+            epsilon_start=q.epsilon_start,
+            epsilon_min=q.epsilon_min,
+            epsilon_decay=q.epsilon_decay,
+        )
+        return cls(meta=agent, sizing=agent)
+
+    def changed(self, other: Hyperparameters) -> dict[str, tuple[float, float]]:
+        """`{"meta.alpha": (this, other), ...}` for every value that differs."""
+        out: dict[str, tuple[float, float]] = {}
+        for agent in ("meta", "sizing"):
+            mine, theirs = getattr(self, agent), getattr(other, agent)
+            for name in AgentHyperparameters.model_fields:
+                if getattr(mine, name) != getattr(theirs, name):
+                    out[f"{agent}.{name}"] = (getattr(mine, name), getattr(theirs, name))
+        return out
 
 
-def _level_within(levels: tuple[float, ...], wanted: float, limit: float) -> float:
-    # the largest level <= min(wanted, limit); the smallest level when the stack asked for less
-    count = bisect_right(levels, min(wanted, limit))
-    return levels[max(count, 1) - 1]
+class HyperparametersRecord(BaseModel):
+    """From this offset on, both agents learn and explore with these hyperparameters."""
+
+    model_config = _STRICT
+    kind: Literal["hyperparameters"] = "hyperparameters"
+    hyperparameters: Hyperparameters
+    issued_at_ms: int = Field(ge=0, description="when the operator issued it (audit only, never read by the model)")
+    issued_by: str = Field(default="", max_length=256, description="who or what issued it (audit only)")
+    reason: str = Field(default="", max_length=2000)
 
 
-def sizing_action_within(
-    size_multiplier: float, leverage: float, max_size_multiplier: float, max_leverage: float
-) -> int:
-    """The sizing action index nearest below the wanted one, inside the (effective) limits.
+class ResetRecord(BaseModel):
+    """From this offset on, the model is the named checkpoint's (learned state and hyperparameters)."""
 
-    The limits always admit the smallest levels (the worker rejects events whose limits do not).
+    model_config = _STRICT
+    kind: Literal["reset"] = "reset"
+    app_id: str = Field(min_length=1, max_length=200, description="namespace that holds the checkpoint")
+    checkpoint_offset: int = Field(ge=-1, description="the learning-log offset the checkpoint includes")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of the checkpoint's bytes")
+    issued_at_ms: int = Field(ge=0)
+    issued_by: str = Field(default="", max_length=256)
+    reason: str = Field(default="", max_length=2000, description="restore, promote, ...")
+
+
+LogRecord = Annotated[Outcome | HyperparametersRecord | ResetRecord, Field(discriminator="kind")]
+_LOG_RECORD: TypeAdapter[Outcome | HyperparametersRecord | ResetRecord] = TypeAdapter(LogRecord)
+
+
+def decode_log_record(value: bytes) -> Outcome | HyperparametersRecord | ResetRecord:
+    """One learning-log record; raises pydantic's ValidationError when it is none of the three.
+
+    Records written before control records existed carry no `kind`: they are outcomes.
     """
-    multiplier = _level_within(SIZE_MULTIPLIERS, size_multiplier, max_size_multiplier)
-    lever = _level_within(LEVERAGE_LEVELS, leverage, max_leverage)
-    return SIZING_INDEX[SizingAction(multiplier, int(lever))]
-
-
-def control_meta(
-    stack_choice: tuple[str | None, str | None, float | None],
-    baseline: BaselinePolicy,
-    mask: ActionMask,
-    rng: UniformSource,
-) -> ControlDecision:
-    """The signal's (strategy, model, weight) when all three are given, else the baseline."""
-    strategy, model, weight = stack_choice
-    if strategy is not None and model is not None and weight is not None:
-        return ControlDecision(meta_action_of(strategy, model, weight), 1.0, "stack")
-    if baseline.kind == "uniform":
-        members = mask.members
-        return ControlDecision(members[int(rng.random() * len(members))], 1.0 / len(members), "baseline")
-    return ControlDecision(meta_action_of(baseline.strategy, baseline.model, baseline.weight), 1.0, "baseline")
-
-
-def control_sizing(
-    stack_choice: tuple[float | None, float | None],
-    baseline: BaselinePolicy,
-    limits: tuple[float, float],
-    mask: ActionMask,
-    rng: UniformSource,
-) -> ControlDecision:
-    """The execution's (size_multiplier, leverage) when both are given, else the baseline; always
-    inside `limits` (the effective maxima, whose allowed actions are `mask`)."""
-    size_multiplier, leverage = stack_choice
-    if size_multiplier is not None and leverage is not None:
-        return ControlDecision(sizing_action_within(size_multiplier, leverage, *limits), 1.0, "stack")
-    if baseline.kind == "uniform":
-        members = mask.members
-        return ControlDecision(members[int(rng.random() * len(members))], 1.0 / len(members), "baseline")
-    return ControlDecision(sizing_action_within(baseline.size_multiplier, baseline.leverage, *limits), 1.0, "baseline")
+    try:
+        return _LOG_RECORD.validate_json(value)
+    except ValidationError as exc:
+        if any(e["type"] == "union_tag_not_found" for e in exc.errors()):
+            return Outcome.model_validate_json(value)
+        raise

@@ -2,11 +2,15 @@
 
 Every worker feeds the same `rl.outcomes` log, in the same order, into its own replica;
 the same records in the same order give bit-identical Q-tables, trackers and episodes.
-Decisions read the replica; only `apply` changes it.
+Decisions read the replica; only its operations change it: `apply` (a completed position),
+`skip` (an unreadable log record), `apply_hyperparameters` and `reset_to` (the learning log's
+control records, see core.control) and `import_state` (a restored snapshot; `export_state` is
+what a snapshot stores).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from rl_worker.core.actions import (
@@ -19,12 +23,13 @@ from rl_worker.core.actions import (
     sizing_action_mask,
 )
 from rl_worker.core.config import CoreConfig
+from rl_worker.core.control import Hyperparameters
 from rl_worker.core.episodes import EpisodeTracker
+from rl_worker.core.exceptions import ConfigError
 from rl_worker.core.market import EquityCurve, MarketFeatures, WinRateTracker
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import (
     DecisionRandom,
-    EpsilonSchedule,
     QTable,
     Selection,
     select_greedy,
@@ -41,7 +46,7 @@ from rl_worker.core.rewards import (
 from rl_worker.core.state import MetaKeyBuilder, MetaState, SizingKeyBuilder, SizingState
 from rl_worker.core.types import REGIMES
 
-__all__ = ["AppliedOutcome", "Decision", "ModelReplica"]
+__all__ = ["AppliedOutcome", "Decision", "ModelReplica", "ReplicaState"]
 
 
 class Decision(NamedTuple):
@@ -64,13 +69,32 @@ class AppliedOutcome(NamedTuple):
     terminal: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """Everything the log changes in a replica: what a snapshot stores and a restore puts back."""
+
+    meta_table: QTable
+    sizing_table: QTable
+    winrate: WinRateTracker
+    equity: EquityCurve
+    recent_pnl: PnlWindow
+    episodes: EpisodeTracker
+    applied: dict[str, None]
+    n_updates: int
+    log_offset: int
+    meta_reward_total: float
+    size_reward_total: float
+    hyperparameters: Hyperparameters
+    hyperparameters_offset: int | None
+    epsilon_origin: int
+
+
 class ModelReplica:
     """Both agents' Q-tables, the trackers and the episode tracker, advanced one outcome at a time."""
 
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
         q = config.qlearning
-        self.epsilon_schedule = EpsilonSchedule(q.epsilon_start, q.epsilon_min, q.epsilon_decay)
         self.meta_table = QTable(N_META_ACTIONS)
         self.sizing_table = QTable(N_SIZING_ACTIONS)
         self.winrate = WinRateTracker(config.market.winrate_window)
@@ -89,8 +113,10 @@ class ModelReplica:
         self._sizing_keys = SizingKeyBuilder(config.sizing_bins)
         self._meta_masks = {regime: meta_action_mask(regime, config) for regime in REGIMES}
         self._sizing_next_mask = sizing_action_mask(config.risk.max_size_multiplier, config.risk.max_leverage)
-        self._epsilon_at = (-1, 0.0)
-        self._alpha, self._gamma, self._episode_length = q.alpha, q.gamma, q.episode_length
+        self._episode_length = q.episode_length
+        self._meta_epsilon_at: tuple[int, float] = (-1, 0.0)  # (n_updates, epsilon), cached per update
+        self._sizing_epsilon_at: tuple[int, float] = (-1, 0.0)
+        self._set_hyperparameters(Hyperparameters.from_config(config), None, 0)
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -100,12 +126,40 @@ class ModelReplica:
         return self.log_offset + 1
 
     @property
-    def epsilon(self) -> float:
-        n_updates, epsilon = self._epsilon_at
+    def hyperparameters(self) -> Hyperparameters:
+        """Both agents' hyperparameters in force (from the config, or the last control record)."""
+        return self._hyperparameters
+
+    @property
+    def hyperparameters_offset(self) -> int | None:
+        """The log offset of the record that put them in force; None: the configuration's."""
+        return self._hyperparameters_offset
+
+    @property
+    def epsilon_origin(self) -> int:
+        """`n_updates` when the epsilon schedules in force took effect (they decay from there)."""
+        return self._epsilon_origin
+
+    @property
+    def meta_epsilon(self) -> float:
+        n_updates, epsilon = self._meta_epsilon_at
         if n_updates != self.n_updates:
-            epsilon = self.epsilon_schedule(self.n_updates)
-            self._epsilon_at = (self.n_updates, epsilon)
+            epsilon = self._hyperparameters.meta.epsilon(self.n_updates - self._epsilon_origin)
+            self._meta_epsilon_at = (self.n_updates, epsilon)
         return epsilon
+
+    @property
+    def sizing_epsilon(self) -> float:
+        n_updates, epsilon = self._sizing_epsilon_at
+        if n_updates != self.n_updates:
+            epsilon = self._hyperparameters.sizing.epsilon(self.n_updates - self._epsilon_origin)
+            self._sizing_epsilon_at = (self.n_updates, epsilon)
+        return epsilon
+
+    @property
+    def epsilon(self) -> float:
+        """The meta agent's epsilon (see `sizing_epsilon` for the other)."""
+        return self.meta_epsilon
 
     def decide_meta(self, market: MarketFeatures, confidence: float, decision_id: str) -> Decision:
         """Meta action (strategy, model, weight) for a signal, inside the regime mask."""
@@ -113,7 +167,7 @@ class ModelReplica:
         winrate = self.winrate.winrate
         health = self.equity.health
         key = self._meta_keys.key(regime, market.volatility, market.market_pressure, confidence, winrate, health)
-        epsilon = self.epsilon
+        epsilon = self.meta_epsilon
         mask = self._meta_masks[regime]
         selection = select_greedy(
             self.meta_table.greedy_actions(key, mask), mask, epsilon, self._random.stream(decision_id)
@@ -134,7 +188,7 @@ class ModelReplica:
         winrate = self.winrate.winrate
         slope = self.equity.slope
         key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
-        epsilon = self.epsilon
+        epsilon = self.sizing_epsilon
         mask = sizing_action_mask(*effective_limits(self.config.risk, max_size_multiplier, max_leverage))
         selection = select_greedy(
             self.sizing_table.greedy_actions(key, mask), mask, epsilon, self._random.stream(decision_id)
@@ -202,12 +256,13 @@ class ModelReplica:
                 next_volatility,
                 equity.slope_bin(sizing_keys.slope_edges),
             )
-        alpha, gamma = self._alpha, self._gamma
         meta_td = self.meta_table.td_update(
-            meta.state_key, meta_action, r_meta, next_meta_key, self._meta_masks[next_regime], alpha, gamma
+            meta.state_key, meta_action, r_meta, next_meta_key, self._meta_masks[next_regime],
+            self._meta_alpha, self._meta_gamma,
         )
         size_td = self.sizing_table.td_update(
-            sizing.state_key, sizing_action, r_size, next_sizing_key, self._sizing_next_mask, alpha, gamma
+            sizing.state_key, sizing_action, r_size, next_sizing_key, self._sizing_next_mask,
+            self._sizing_alpha, self._sizing_gamma,
         )
         closed_at_ms = outcome.closed_at_ms
         episodes = self.episodes
@@ -221,3 +276,78 @@ class ModelReplica:
         self.meta_reward_total += r_meta
         self.size_reward_total += r_size
         return AppliedOutcome(r_meta, r_size, meta_td, size_td, terminal)
+
+    # ---- control records -------------------------------------------------------------------
+
+    def _set_hyperparameters(self, hyperparameters: Hyperparameters, offset: int | None, origin: int) -> None:
+        self._hyperparameters = hyperparameters
+        self._hyperparameters_offset = offset
+        self._epsilon_origin = origin
+        self._meta_alpha, self._meta_gamma = hyperparameters.meta.alpha, hyperparameters.meta.gamma
+        self._sizing_alpha, self._sizing_gamma = hyperparameters.sizing.alpha, hyperparameters.sizing.gamma
+        self._meta_epsilon_at = (-1, 0.0)
+        self._sizing_epsilon_at = (-1, 0.0)
+
+    def export_state(self) -> ReplicaState:
+        """The learned state (the live objects, not copies: encode it before the next `apply`)."""
+        return ReplicaState(
+            self.meta_table, self.sizing_table, self.winrate, self.equity, self.recent_pnl, self.episodes,
+            self.applied, self.n_updates, self.log_offset, self.meta_reward_total, self.size_reward_total,
+            self._hyperparameters, self._hyperparameters_offset, self._epsilon_origin,
+        )
+
+    def import_state(self, state: ReplicaState) -> None:
+        """Replace the learned state (a restored checkpoint); the configuration stays this replica's."""
+        self.meta_table, self.sizing_table = state.meta_table, state.sizing_table
+        self.winrate, self.equity, self.recent_pnl = state.winrate, state.equity, state.recent_pnl
+        self.episodes, self.applied = state.episodes, state.applied
+        self.n_updates, self.log_offset = state.n_updates, state.log_offset
+        self.meta_reward_total, self.size_reward_total = state.meta_reward_total, state.size_reward_total
+        self._set_hyperparameters(state.hyperparameters, state.hyperparameters_offset, state.epsilon_origin)
+
+    def skip(self, offset: int) -> None:
+        """Step over a log record that cannot be read: every replica skips the same one, so they stay identical."""
+        if offset > self.log_offset:
+            self.log_offset = offset
+
+    def _take_offset(self, offset: int | None) -> int | None:
+        if offset is None:
+            offset = self.log_offset + 1
+        elif offset <= self.log_offset:
+            return None
+        self.log_offset = offset
+        return offset
+
+    def apply_hyperparameters(self, hyperparameters: Hyperparameters, offset: int | None = None) -> bool:
+        """A hyperparameter record: learn and explore with these from here on. False for an old offset.
+
+        The epsilon schedules restart here from their `epsilon_start`.
+        """
+        taken = self._take_offset(offset)
+        if taken is None:
+            return False
+        self._set_hyperparameters(hyperparameters, taken, self.n_updates)
+        return True
+
+    def reset_to(self, source: ModelReplica, offset: int | None = None) -> bool:
+        """A reset record: continue from `source`'s learned state and hyperparameters. False for an old offset.
+
+        `source` is a decoded checkpoint (its objects are taken over, not copied). What stays
+        this replica's: its configuration, its log position (the reset record's offset) and
+        its memory of the position ids this log already applied (redeliveries of this log).
+        """
+        if source.config.fingerprint() != self.config.fingerprint():
+            raise ConfigError(
+                f"checkpoint model {source.config.fingerprint()} is not this model {self.config.fingerprint()}"
+                " (action spaces, bins or rewards differ)"
+            )
+        taken = self._take_offset(offset)
+        if taken is None:
+            return False
+        self.meta_table, self.sizing_table = source.meta_table, source.sizing_table
+        self.winrate, self.equity, self.recent_pnl = source.winrate, source.equity, source.recent_pnl
+        self.episodes = source.episodes
+        self.n_updates = source.n_updates
+        self.meta_reward_total, self.size_reward_total = source.meta_reward_total, source.size_reward_total
+        self._set_hyperparameters(source.hyperparameters, taken, source.epsilon_origin)
+        return True

@@ -18,14 +18,23 @@ import numpy as np
 
 from rl_worker import __version__
 from rl_worker.core.config import CoreConfig
+from rl_worker.core.control import Hyperparameters
 from rl_worker.core.episodes import EpisodeTracker
 from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.market import EquityCurve, WinRateTracker
 from rl_worker.core.qlearning import QTable
-from rl_worker.core.replica import ModelReplica
+from rl_worker.core.replica import ModelReplica, ReplicaState
 from rl_worker.core.rewards import PnlWindow
 
-__all__ = ["SCHEMA_VERSION", "SnapshotInfo", "decode_replica", "encode_replica", "read_snapshot_info"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SnapshotInfo",
+    "decode_replica",
+    "encode_replica",
+    "read_snapshot_info",
+    "seal_body",
+    "unseal_body",
+]
 
 SCHEMA_VERSION = 1
 FORMAT = "rl_worker.replica"
@@ -70,22 +79,31 @@ def _canonical(body: dict[str, Any]) -> bytes:
 
 def encode_replica(replica: ModelReplica) -> bytes:
     """The whole replica as bytes; the outcomes offset it includes is `replica.log_offset`."""
+    state = replica.export_state()
     body = {
         "config": replica.config.model_dump(mode="json"),
         "config_fingerprint": replica.config.fingerprint(),
-        "outcomes_offset": replica.log_offset,
-        "n_updates": replica.n_updates,
-        "meta_table": _encode_table(replica.meta_table),
-        "sizing_table": _encode_table(replica.sizing_table),
-        "winrate": replica.winrate.to_list(),
-        "equity_points": replica.equity.to_list(),
-        "equity_peak": replica.equity.peak,
-        "recent_pnl": list(replica.recent_pnl),
-        "episodes": replica.episodes.to_dict(),
-        "applied": list(replica.applied),  # oldest first: the order decides what is forgotten next
-        "meta_reward_total": replica.meta_reward_total,
-        "size_reward_total": replica.size_reward_total,
+        "outcomes_offset": state.log_offset,
+        "n_updates": state.n_updates,
+        "meta_table": _encode_table(state.meta_table),
+        "sizing_table": _encode_table(state.sizing_table),
+        "winrate": state.winrate.to_list(),
+        "equity_points": state.equity.to_list(),
+        "equity_peak": state.equity.peak,
+        "recent_pnl": list(state.recent_pnl),
+        "episodes": state.episodes.to_dict(),
+        "applied": list(state.applied),  # oldest first: the order decides what is forgotten next
+        "meta_reward_total": state.meta_reward_total,
+        "size_reward_total": state.size_reward_total,
+        "hyperparameters": state.hyperparameters.model_dump(mode="json"),
+        "hyperparameters_offset": state.hyperparameters_offset,
+        "epsilon_origin": state.epsilon_origin,
     }
+    return seal_body(body)
+
+
+def seal_body(body: dict[str, Any]) -> bytes:
+    """A snapshot body in its envelope (format, schema, library version, checksum), as bytes."""
     envelope: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -94,6 +112,12 @@ def encode_replica(replica: ModelReplica) -> bytes:
     }
     envelope["sha256"] = hashlib.sha256(_canonical(envelope)).hexdigest()
     return _canonical(envelope)
+
+
+def unseal_body(data: bytes) -> dict[str, Any]:
+    """The body of valid snapshot bytes (checked: format, schema, checksum), undecoded."""
+    body: dict[str, Any] = _load_envelope(data)["body"]
+    return body
 
 
 class SnapshotInfo:
@@ -138,30 +162,41 @@ def read_snapshot_info(data: bytes) -> SnapshotInfo:
 
 
 def decode_replica(data: bytes, config: CoreConfig | None = None) -> ModelReplica:
-    """Rebuild a replica. With `config`, refuse a snapshot taken under a different configuration."""
+    """Rebuild a replica. With `config`, refuse a snapshot of an incompatible model (another
+    fingerprint: action spaces, bins, rewards) and run it under `config`; the hyperparameters in
+    force are the snapshot's either way (the learning log may have tuned them)."""
     body = _load_envelope(data)["body"]
     try:
         stored = CoreConfig.model_validate(body["config"])
         if config is not None and stored.fingerprint() != config.fingerprint():
             raise SnapshotError(
                 f"snapshot config {stored.fingerprint()} differs from the running config {config.fingerprint()}"
+                " (action spaces, bins or reward definitions)"
             )
-        replica = ModelReplica(stored)
-        replica.meta_table = _decode_table(body["meta_table"], replica.meta_table.n_actions)
-        replica.sizing_table = _decode_table(body["sizing_table"], replica.sizing_table.n_actions)
-        replica.winrate = WinRateTracker(stored.market.winrate_window, [bool(w) for w in body["winrate"]])
-        replica.equity = EquityCurve(
-            stored.market, [float(p) for p in body["equity_points"]], float(body["equity_peak"])
-        )
-        replica.recent_pnl = PnlWindow(stored.reward.sharpe_window, (float(p) for p in body["recent_pnl"]))
-        replica.episodes = EpisodeTracker.from_dict(body["episodes"], stored.qlearning.gamma)
-        replica.applied = dict.fromkeys(str(p) for p in body["applied"])
-        replica.n_updates = int(body["n_updates"])
-        replica.log_offset = int(body["outcomes_offset"])
-        replica.meta_reward_total = float(body["meta_reward_total"])
-        replica.size_reward_total = float(body["size_reward_total"])
+        replica = ModelReplica(stored if config is None else config)
+        if "hyperparameters" in body:  # snapshots of 0.x before control records: the config's
+            hyperparameters = Hyperparameters.model_validate(body["hyperparameters"])
+        else:
+            hyperparameters = Hyperparameters.from_config(stored)
+        offset = body.get("hyperparameters_offset")
+        replica.import_state(ReplicaState(
+            meta_table=_decode_table(body["meta_table"], replica.meta_table.n_actions),
+            sizing_table=_decode_table(body["sizing_table"], replica.sizing_table.n_actions),
+            winrate=WinRateTracker(stored.market.winrate_window, [bool(w) for w in body["winrate"]]),
+            equity=EquityCurve(stored.market, [float(p) for p in body["equity_points"]], float(body["equity_peak"])),
+            recent_pnl=PnlWindow(stored.reward.sharpe_window, (float(p) for p in body["recent_pnl"])),
+            episodes=EpisodeTracker.from_dict(body["episodes"], stored.qlearning.gamma),
+            applied=dict.fromkeys(str(p) for p in body["applied"]),
+            n_updates=int(body["n_updates"]),
+            log_offset=int(body["outcomes_offset"]),
+            meta_reward_total=float(body["meta_reward_total"]),
+            size_reward_total=float(body["size_reward_total"]),
+            hyperparameters=hyperparameters,
+            hyperparameters_offset=None if offset is None else int(offset),
+            epsilon_origin=int(body.get("epsilon_origin", 0)),
+        ))
     except SnapshotError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise SnapshotError(f"snapshot body is incomplete or malformed: {exc!r}") from exc
     return replica

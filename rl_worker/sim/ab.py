@@ -23,14 +23,13 @@ import numpy as np
 from rl_worker.analysis.performance import ArmTrades
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
 from rl_worker.core.actions import SIZING_ACTIONS, ActionMask, meta_action_mask, sizing_action_mask
-from rl_worker.core.arms import CONTROL_ARM, RL_ARM, assign_arm
-from rl_worker.core.control import BaselinePolicy, control_meta, control_sizing
+from rl_worker.core.arms import CONTROL_ARM, RL_ARM, BaselinePolicy, assign_arm, control_meta, control_sizing
 from rl_worker.core.qlearning import DecisionRandom
 from rl_worker.core.snapshot import encode_replica
 from rl_worker.core.types import FloatArray
+from rl_worker.positions import PositionJoiner
 from rl_worker.sim.market import SimConfig, SyntheticMarket
 from rl_worker.sim.offline import join_events
-from rl_worker.stream.positions import PositionJoiner
 
 __all__ = ["AgentLog", "OfflineAB", "run_offline_ab"]
 

@@ -18,9 +18,9 @@ import numpy as np
 
 from rl_worker.contract import decode_event
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
+from rl_worker.positions import PositionJoiner, Row
 from rl_worker.sim.market import OpenedPosition, SimConfig, SyntheticMarket
 from rl_worker.sim.report import LearningReport, LearningSnapshot
-from rl_worker.stream.positions import PositionJoiner, Row
 
 __all__ = ["OfflineRun", "join_events", "run_offline_learning"]
 

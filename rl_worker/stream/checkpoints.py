@@ -1,4 +1,5 @@
-"""Checkpoint stores: replica snapshots by `rl.outcomes` offset, a forward-only latest pointer, last K kept.
+"""Checkpoints of the replica: the stores (snapshots by `rl.outcomes` offset, a forward-only latest
+pointer, last K kept) and the `Checkpointer` (restore, cadence, writer with backoff, final checkpoint).
 
 Layout under the namespace `rl_worker:<app_id>` (Redis backend):
 
@@ -13,9 +14,12 @@ so a reader never sees a half-written checkpoint.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,11 +27,14 @@ from redis.exceptions import RedisError
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.replica import ModelReplica
-from rl_worker.core.snapshot import decode_replica
+from rl_worker.core.snapshot import decode_replica, encode_replica
+from rl_worker.settings import CheckpointSettings
 from rl_worker.stream.exceptions import CheckpointStoreError
+from rl_worker.stream.metrics import WorkerMetrics
 
 __all__ = [
     "CheckpointStore",
+    "Checkpointer",
     "MemoryCheckpointStore",
     "RedisCheckpointStore",
     "RestoreResult",
@@ -178,3 +185,148 @@ async def restore_newest_valid(
             continue
         return RestoreResult(replica, offset, skipped)
     return RestoreResult(None, None, skipped)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Checkpointer:
+    """Owns when and how this worker's replica is checkpointed: restore at start-up, the cadence
+    rule, the writer with backoff, and the final checkpoint at shutdown.
+
+    Cadence (`due`): a snapshot is taken after `every_outcomes` newly applied outcomes, or
+    after `interval_s` seconds with at least one. The snapshot is encoded at once (a consistent
+    copy) and handed to the writer task, which retries with exponential backoff while the store
+    fails; decisions go on meanwhile. Only the newest pending snapshot is kept.
+    """
+
+    def __init__(
+        self, replica: ModelReplica, store: CheckpointStore, settings: CheckpointSettings, metrics: WorkerMetrics
+    ) -> None:
+        self.replica = replica
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.restored_from: int | None = None
+        self.restore_skipped: list[str] = []
+        self.offset: int | None = None  # of the last checkpoint written (or restored)
+        self.error: str | None = None
+        self.last_ok_ms: int | None = None
+        self._applied_since = 0
+        self._last_s = time.monotonic()
+        self._pending: tuple[int, bytes] | None = None
+        self._pending_event = asyncio.Event()
+
+    # ---- start-up ------------------------------------------------------------------------------
+
+    async def restore(self, log_end: int | None = None) -> None:
+        """Load the newest valid checkpoint into the replica, if the store can be read; else keep it
+        empty (the log is replayed). A checkpoint at or past `log_end` (the outcomes log's end
+        offset) belongs to another log (a broker that was reset, a topic recreated): reported and skipped."""
+        try:
+            result = await restore_newest_valid(
+                self.store, self.replica.config, None if log_end is None else log_end - 1
+            )
+        except CheckpointStoreError as exc:
+            log.error("checkpoint store unreachable at start-up, replaying the whole log: %s", exc)
+            self.metrics.redis_up.set(0)
+            self.error = str(exc)
+            return
+        self.metrics.redis_up.set(1)
+        self.restore_skipped = result.skipped
+        if result.replica is not None:
+            self.replica.import_state(result.replica.export_state())
+            self.restored_from = result.offset
+            self.offset = result.offset
+            log.info("restored replica from checkpoint at outcomes offset %s", result.offset)
+
+    # ---- cadence -------------------------------------------------------------------------------
+
+    def note_applied(self) -> None:
+        self._applied_since += 1
+
+    def due(self) -> bool:
+        """The cadence rule: enough new outcomes, or enough time with any."""
+        if self._applied_since >= self.settings.every_outcomes:
+            return True
+        return self._applied_since > 0 and time.monotonic() - self._last_s >= self.settings.interval_s
+
+    def after_batch(self) -> None:
+        # While the writer still holds a snapshot (a slow or absent Redis), encoding another
+        # would only be thrown away: wait for it, the next batch checks again.
+        if self._pending is None and self.due():
+            self.snapshot_now()
+
+    def snapshot_now(self) -> None:
+        """Encode the replica now (consistent) and hand it to the writer task."""
+        self._pending = (self.replica.log_offset, encode_replica(self.replica))
+        self._pending_event.set()
+        self._applied_since = 0
+        self._last_s = time.monotonic()
+
+    @property
+    def pending_offset(self) -> int | None:
+        return None if self._pending is None else self._pending[0]
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    async def write_pending(self, stopping: Callable[[], bool]) -> None:
+        """Write the newest pending snapshot; on failure back off and retry (decisions go on)."""
+        delay = self.settings.retry_initial_s
+        while not stopping():
+            if self._pending is None:
+                self._pending_event.clear()
+                try:
+                    await asyncio.wait_for(self._pending_event.wait(), 1.0)
+                except TimeoutError:
+                    continue
+                continue
+            offset, data = self._pending
+            if await self.write_one(offset, data):
+                if self._pending is not None and self._pending[0] == offset:
+                    self._pending = None
+                delay = self.settings.retry_initial_s
+            else:
+                await asyncio.sleep(delay)
+                delay = min(self.settings.retry_max_s, delay * 2)
+
+    async def write_final(self, timeout_s: float) -> None:
+        """On shutdown: checkpoint what the last checkpoint does not hold yet, if the store answers in time."""
+        if self.replica.n_updates == 0 or self.replica.log_offset == self.offset:
+            return
+        offset, data = self.replica.log_offset, encode_replica(self.replica)
+        try:
+            await asyncio.wait_for(self.write_one(offset, data), timeout_s)
+        except TimeoutError:
+            log.error("final checkpoint at %d not written: the store did not answer", offset)
+
+    async def write_one(self, offset: int, data: bytes) -> bool:
+        try:
+            await self.store.save(offset, data)
+        except CheckpointStoreError as exc:
+            if self.error is None:
+                log.error("checkpoint write failed, retrying with backoff: %s", exc)
+            self.error = str(exc)
+            self.metrics.checkpoint_failures.inc()
+            self.metrics.redis_up.set(0)
+            return False
+        if self.error is not None:
+            log.info("checkpoint store is back; wrote offset %d", offset)
+        self.error = None
+        self.offset = offset
+        self.last_ok_ms = now_ms()
+        self.metrics.checkpoint_writes.inc()
+        self.metrics.checkpoint_offset.set(offset)
+        self.metrics.redis_up.set(1)
+        return True
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "restored_from": self.restored_from,
+            "restore_skipped": self.restore_skipped,
+            "last_ok_ms": self.last_ok_ms,
+            "pending_offset": self.pending_offset,
+            "store_error": self.error,
+        }

@@ -1,37 +1,32 @@
-"""The worker's in-process state: the model replica, the position joiner, checkpoints and health.
+"""The worker's in-process state: the model replica, the input path (validate, join, count), the
+outcomes log applied to the replica, and health.
 
-Kafka-free on purpose: the Faust layer (app.py) feeds it records and sends what it returns,
-so this part is exercised by the unit tests without a broker.
+Kafka-free on purpose: the Faust layer (app.py) and the outcomes follower feed it records and
+send what it returns, so this part is exercised by the unit tests without a broker.
+Checkpointing (restore, cadence, writer, final checkpoint) is `self.checkpointer`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from rl_worker.contract import InvalidEventError, decode_event
+from rl_worker.contract import MAX_POSITION_ID_BYTES, InvalidEventError, decode_event
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import ModelReplica
-from rl_worker.core.snapshot import encode_replica
+from rl_worker.positions import Emit, JoinResult, PositionJoiner, RowReader
 from rl_worker.settings import Settings
-from rl_worker.stream.checkpoints import CheckpointStore, restore_newest_valid
-from rl_worker.stream.exceptions import CheckpointStoreError
+from rl_worker.stream.checkpoints import Checkpointer, CheckpointStore, now_ms
 from rl_worker.stream.metrics import WorkerMetrics
-from rl_worker.stream.positions import Emit, JoinResult, PositionJoiner
+from rl_worker.stream.topics import event_type_by_topic
 
-__all__ = ["DeadLetter", "WorkerRuntime", "dead_letter_headers"]
+__all__ = ["DeadLetter", "WorkerRuntime", "dead_letter_headers", "now_ms"]
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +49,12 @@ def dead_letter_headers(topic: str, partition: int, offset: int, error: DeadLett
 class WorkerRuntime:
     def __init__(self, settings: Settings, store: CheckpointStore) -> None:
         self.settings = settings
-        self.store = store
         self.metrics = WorkerMetrics()
         self.replica = ModelReplica(settings.core)
         self.joiner = PositionJoiner(self.replica, settings.policy, now_ms)
+        self.checkpointer = Checkpointer(self.replica, store, settings.checkpoint, self.metrics)
         self.ready = asyncio.Event()
-        t = settings.topics
-        self.expected_type = {
-            t.signals: "SIGNAL_GENERATED",
-            t.executions: "TRADE_EXECUTED",
-            t.closes: "POSITION_CLOSED",
-        }
-        self.restored_from: int | None = None
-        self.restore_skipped: list[str] = []
-        self.checkpoint_offset: int | None = None
-        self.checkpoint_error: str | None = None
-        self.checkpoint_last_ok_ms: int | None = None
-        self._applied_since_checkpoint = 0
-        self._last_checkpoint_s = time.monotonic()
-        self._pending: tuple[int, bytes] | None = None
-        self._pending_event = asyncio.Event()
+        self.expected_type = event_type_by_topic(settings.topics)
         self.started_ms = now_ms()
         self._event_counters: dict[tuple[str, str], Any] = {}  # labelled children, looked up once
         self._decision_counters: dict[tuple[str, bool], Any] = {}
@@ -82,31 +63,9 @@ class WorkerRuntime:
     # ---- start-up ------------------------------------------------------------------------------
 
     async def restore(self, log_end: int | None = None) -> None:
-        """Newest valid checkpoint, if the store can be read; else start empty (the log is replayed).
-
-        A checkpoint at or past `log_end` (the outcomes log's end offset) belongs to another
-        log (a broker that was reset, a topic recreated): it is reported and skipped."""
-        try:
-            result = await restore_newest_valid(
-                self.store, self.settings.core, None if log_end is None else log_end - 1
-            )
-        except CheckpointStoreError as exc:
-            log.error("checkpoint store unreachable at start-up, replaying the whole log: %s", exc)
-            self.metrics.redis_up.set(0)
-            self.checkpoint_error = str(exc)
-            return
-        self.metrics.redis_up.set(1)
-        self.restore_skipped = result.skipped
-        if result.replica is not None:
-            self.set_replica(result.replica)
-            self.restored_from = result.offset
-            self.checkpoint_offset = result.offset
-            log.info("restored replica from checkpoint at outcomes offset %s", result.offset)
-
-    def set_replica(self, replica: ModelReplica) -> None:
-        self.replica = replica
-        self.joiner.replica = replica
-        self._update_gauges()
+        """The newest valid checkpoint into the replica (see Checkpointer.restore)."""
+        await self.checkpointer.restore(log_end)
+        self.update_gauges()
 
     # ---- the input path -----------------------------------------------------------------------
 
@@ -117,10 +76,10 @@ class WorkerRuntime:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-        row_of: Any,
+        row_of: RowReader,
         event_ms: int | None = None,
-    ) -> tuple[str | None, JoinResult | None, DeadLetter | None]:
-        """Validate and join one input record. Returns (position id, join result, dead letter)."""
+    ) -> JoinResult | DeadLetter:
+        """Validate and join one input record: the join's result, or why it goes to the dead letters."""
         try:
             if key is None:
                 raise InvalidEventError("record has no key; the key must be the position_id", "MissingKey")
@@ -128,8 +87,10 @@ class WorkerRuntime:
                 position_id = key.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidEventError("record key is not UTF-8", "InvalidKey") from None
-            if len(key) > 256:
-                raise InvalidEventError(f"record key of {len(key)} bytes exceeds 256", "InvalidKey")
+            if len(key) > MAX_POSITION_ID_BYTES:
+                raise InvalidEventError(
+                    f"record key of {len(key)} bytes exceeds {MAX_POSITION_ID_BYTES}", "InvalidKey"
+                )
             event = decode_event(value, self.expected_type.get(topic), self.settings.max_record_bytes)
             if event.position_id != position_id:
                 raise InvalidEventError(
@@ -139,28 +100,24 @@ class WorkerRuntime:
             result = self.joiner.handle(row_of(position_id), event, (topic, partition, offset), event_ms)
         except InvalidEventError as exc:
             self.metrics.dead_letters.labels(topic, exc.kind).inc()
-            return None, None, DeadLetter(exc.kind, exc.reason)
+            return DeadLetter(exc.kind, exc.reason)
         except Exception as exc:  # a bug, not bad input: keep the record (dead letter) and the worker
             log.exception("%s[%d]@%d could not be processed", topic, partition, offset)
             kind = f"Unexpected{type(exc).__name__}"
             self.metrics.dead_letters.labels(topic, kind).inc()
-            return None, None, DeadLetter(kind, f"{exc!r}")
+            return DeadLetter(kind, f"{exc!r}")
         counter = self._event_counters.get((topic, result.status))
         if counter is None:
             counter = self._event_counters[(topic, result.status)] = self.metrics.events.labels(topic, result.status)
         counter.inc()
-        return position_id, result, None
+        return result
 
     def count_emits(self, emits: list[Emit], message_ts_ms: int | None) -> None:
         for emit in emits:
             if emit.kind == "outcome":
                 self.metrics.outcomes_published.inc()
                 continue
-            if emit.agent is None or emit.explored is None:
-                record = json.loads(emit.value)
-                agent, explored = record["agent"], record["explored"]
-            else:
-                agent, explored = emit.agent, emit.explored
+            agent, explored = emit.agent, emit.explored
             counter = self._decision_counters.get((agent, explored))
             if counter is None:
                 counter = self._decision_counters[(agent, explored)] = self.metrics.decisions.labels(
@@ -184,7 +141,7 @@ class WorkerRuntime:
         except ValidationError as exc:
             # Every replica skips the same unreadable record, so they stay identical.
             log.error("outcomes[0]@%d unreadable, skipped: %s", offset, exc)
-            self.replica.log_offset = offset
+            self.replica.skip(offset)
             self.metrics.outcomes_ignored.labels("unreadable").inc()
             return False
         applied = self.replica.apply(outcome, offset)
@@ -192,81 +149,16 @@ class WorkerRuntime:
             self.metrics.outcomes_ignored.labels("already_applied").inc()
             return False
         self.metrics.outcomes_applied.inc()
-        self._applied_since_checkpoint += 1
+        self.checkpointer.note_applied()
         return True
 
     def after_batch(self) -> None:
-        self._update_gauges()
-        cfg = self.settings.checkpoint
-        due = self._applied_since_checkpoint >= cfg.every_outcomes or (
-            self._applied_since_checkpoint > 0 and time.monotonic() - self._last_checkpoint_s >= cfg.interval_s
-        )
-        # While the writer still holds a snapshot (a slow or absent Redis), encoding another
-        # would only be thrown away: wait for it, the next batch checks again.
-        if due and self._pending is None:
-            self.snapshot_now()
-
-    def snapshot_now(self) -> None:
-        """Encode the replica now (consistent) and hand it to the writer task."""
-        self._pending = (self.replica.log_offset, encode_replica(self.replica))
-        self._pending_event.set()
-        self._applied_since_checkpoint = 0
-        self._last_checkpoint_s = time.monotonic()
-
-    async def write_checkpoints(self, stopping: Any) -> None:
-        """Write the newest pending snapshot; on failure back off and retry (decisions go on)."""
-        cfg = self.settings.checkpoint
-        delay = cfg.retry_initial_s
-        while not stopping():
-            if self._pending is None:
-                self._pending_event.clear()
-                try:
-                    await asyncio.wait_for(self._pending_event.wait(), 1.0)
-                except TimeoutError:
-                    continue
-                continue
-            offset, data = self._pending
-            if await self.write_one(offset, data):
-                if self._pending is not None and self._pending[0] == offset:
-                    self._pending = None
-                delay = cfg.retry_initial_s
-            else:
-                await asyncio.sleep(delay)
-                delay = min(cfg.retry_max_s, delay * 2)
-
-    async def write_final_checkpoint(self, timeout_s: float) -> None:
-        """On shutdown: checkpoint what the last checkpoint does not hold yet, if the store answers in time."""
-        if self.replica.n_updates == 0 or self.replica.log_offset == self.checkpoint_offset:
-            return
-        offset, data = self.replica.log_offset, encode_replica(self.replica)
-        try:
-            await asyncio.wait_for(self.write_one(offset, data), timeout_s)
-        except TimeoutError:
-            log.error("final checkpoint at %d not written: the store did not answer", offset)
-
-    async def write_one(self, offset: int, data: bytes) -> bool:
-        try:
-            await self.store.save(offset, data)
-        except CheckpointStoreError as exc:
-            if self.checkpoint_error is None:
-                log.error("checkpoint write failed, retrying with backoff: %s", exc)
-            self.checkpoint_error = str(exc)
-            self.metrics.checkpoint_failures.inc()
-            self.metrics.redis_up.set(0)
-            return False
-        if self.checkpoint_error is not None:
-            log.info("checkpoint store is back; wrote offset %d", offset)
-        self.checkpoint_error = None
-        self.checkpoint_offset = offset
-        self.checkpoint_last_ok_ms = now_ms()
-        self.metrics.checkpoint_writes.inc()
-        self.metrics.checkpoint_offset.set(offset)
-        self.metrics.redis_up.set(1)
-        return True
+        self.update_gauges()
+        self.checkpointer.after_batch()
 
     # ---- reporting ------------------------------------------------------------------------------
 
-    def _update_gauges(self) -> None:
+    def update_gauges(self) -> None:
         r = self.replica
         m = self.metrics
         m.model_version.set(r.model_version)
@@ -279,7 +171,7 @@ class WorkerRuntime:
 
     def health(self) -> dict[str, Any]:
         r = self.replica
-        degraded = self.checkpoint_error is not None
+        degraded = self.checkpointer.error is not None
         return {
             "status": "degraded" if degraded else ("ok" if self.ready.is_set() else "starting"),
             "app_id": self.settings.app_id,
@@ -292,14 +184,7 @@ class WorkerRuntime:
                 "sizing": r.size_reward_total / r.n_updates if r.n_updates else None,
             },
             "q_states": {"meta": len(r.meta_table), "sizing": len(r.sizing_table)},
-            "checkpoint": {
-                "offset": self.checkpoint_offset,
-                "restored_from": self.restored_from,
-                "restore_skipped": self.restore_skipped,
-                "last_ok_ms": self.checkpoint_last_ok_ms,
-                "pending_offset": None if self._pending is None else self._pending[0],
-                "store_error": self.checkpoint_error,
-            },
+            "checkpoint": self.checkpointer.health(),
             "first_decision_after_s": None
             if self.first_decision_ms is None
             else (self.first_decision_ms - self.started_ms) / 1000,

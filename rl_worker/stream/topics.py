@@ -8,12 +8,18 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from rl_worker.settings import Settings
+from rl_worker.contract import INPUT_EVENT_TYPES
+from rl_worker.settings import Settings, TopicNames
 from rl_worker.stream.exceptions import InfrastructureError, TopicLayoutError
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "event_type_by_topic"]
 
 log = logging.getLogger(__name__)
+
+
+def event_type_by_topic(topics: TopicNames) -> dict[str, str]:
+    """The event type each configured input topic carries (the contract's map, by topic name)."""
+    return {getattr(topics, field): event_type for field, event_type in INPUT_EVENT_TYPES.items()}
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from rl_worker.services import EmbeddedBroker, LocalRedis, free_port, wait_for_port
+from rl_worker.ops.services import EmbeddedBroker, LocalRedis, WorkerProcess, free_port, wait_for_port
+from rl_worker.stream.internals import refresh_metadata
 
 __all__ = [
     "EmbeddedBroker",
@@ -78,8 +75,8 @@ class Stack:
         return self.topic("outcomes")
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
-        env |= {
+        """This stack's RL_ variables (WorkerProcess drops any other RL_ variable of ours)."""
+        env = {
             "RL_KAFKA_BOOTSTRAP": self.bootstrap,
             "RL_REDIS_URL": self.redis_url,
             "RL_APP_ID": self.app_id,
@@ -91,82 +88,20 @@ class Stack:
             "RL_TOPICS__DEAD_LETTER": self.dead_letter,
             "RL_TOPICS__OUTCOMES": self.outcomes,
             "RL_PARTITIONS": "4",
-            "PYTHONUNBUFFERED": "1",
         }
         return env | self.extra_env | overrides
 
     def start_worker(self, **overrides: str) -> WorkerProcess:
-        worker = WorkerProcess(self, len(self.workers), self.env(**overrides))
+        index = len(self.workers)
+        env = self.env(**overrides)
+        env["RL_DATA_DIR"] = f"{env['RL_DATA_DIR']}-{index}"
+        worker = WorkerProcess(env, self.workdir, self.workdir / f"worker-{index}.log")
         self.workers.append(worker)
         return worker
 
     def stop_all(self) -> None:
         for worker in self.workers:
-            worker.kill(signal.SIGKILL)
-
-
-class WorkerProcess:
-    def __init__(self, stack: Stack, index: int, env: dict[str, str]) -> None:
-        self.port = free_port()
-        env = env | {"RL_WEB_PORT": str(self.port)}
-        env["RL_DATA_DIR"] = f"{env['RL_DATA_DIR']}-{index}"
-        self.log_path = stack.workdir / f"worker-{index}.log"
-        self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rl_worker", "worker", "-l", "info"],
-            cwd=stack.workdir,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def get(self, path: str, timeout_s: float = 5.0) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout_s) as response:
-            return response.read()
-
-    def health(self) -> dict[str, Any]:
-        return json.loads(self.get("/health"))
-
-    def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                health = self.health()
-                if health["ready"]:
-                    return health
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"worker not ready after {timeout_s}s; see {self.log_path}")
-
-    def wait_model_version(self, version: int, timeout_s: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        health: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                health = self.health()
-                if health["model_version"] >= version:
-                    return health
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"model version {health.get('model_version')} < {version}; see {self.log_path}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close() if not self._log.closed else None
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+            worker.stop(signal.SIGKILL)
 
 
 # ---- topic I/O -------------------------------------------------------------------------------------
@@ -217,7 +152,7 @@ async def read_topic(
         partitions = None
         deadline = time.monotonic() + timeout_s
         while partitions is None and time.monotonic() < deadline:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic)
             if partitions is None:
                 await asyncio.sleep(0.2)

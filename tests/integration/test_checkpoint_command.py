@@ -14,8 +14,8 @@ import redis
 
 from rl_worker.core import CoreConfig, ModelReplica
 from rl_worker.core.snapshot import encode_replica
+from rl_worker.sim.events import make_outcomes
 from rl_worker.stream.checkpoints import RedisCheckpointStore
-from tests.unit.core.conftest import make_outcomes
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests import factories as f
+from rl_worker.sim import events as f
 from tests.integration.harness import produce, read_topic, run
 from tests.integration.test_decisions import build_positions
 

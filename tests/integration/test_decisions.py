@@ -11,7 +11,7 @@ import pytest
 
 from rl_worker.contract import DecisionRecord
 from rl_worker.core.outcome import Outcome
-from tests import factories as f
+from rl_worker.sim import events as f
 from tests.integration.harness import produce, read_topic, run
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ def test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay
     a, b = int(len(records) * 0.4), int(len(records) * 0.7)
 
     run(produce(stack.bootstrap, records[:a], pace_s=0.002))
-    first.kill(signal.SIGKILL)
+    first.stop(signal.SIGKILL)
     run(produce(stack.bootstrap, records[a:b], pace_s=0.002))
     restarted = stack.start_worker()
     restarted.wait_ready()
@@ -77,7 +77,7 @@ def test_restart_from_checkpoint_plus_tail_equals_full_replay(stack_factory: Any
     run(produce(stack.bootstrap, tail))
     health = worker.wait_model_version(40)
     assert health["checkpoint"]["offset"] == checkpointed  # the tail is only in the log
-    worker.kill(signal.SIGKILL)
+    worker.stop(signal.SIGKILL)
 
     # A newer but corrupt checkpoint must be reported and skipped, never silently used.
     client = redis.Redis.from_url(redis_url)

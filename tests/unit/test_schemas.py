@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rl_worker.contract import InvalidEventError, decode_event
+from rl_worker.contract import INPUT_EVENT_TYPES, InvalidEventError, decode_event
 from rl_worker.schemas import EXAMPLES, render_topics
 
 TOPICS = Path(__file__).resolve().parents[2] / "topics"
-EXPECTED_TYPE = {"signals": "SIGNAL_GENERATED", "executions": "TRADE_EXECUTED", "closes": "POSITION_CLOSED"}
+EXPECTED_TYPE = INPUT_EVENT_TYPES
 
 
 def test_topics_folder_matches_the_models() -> None:

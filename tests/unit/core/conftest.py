@@ -9,16 +9,13 @@ from hypothesis import HealthCheck, settings
 
 from rl_worker.core.config import CoreConfig, QLearningConfig
 from rl_worker.core.outcome import Outcome
-from tests.factories import make_outcome, make_outcomes
+from rl_worker.sim.events import make_outcome, make_outcomes
 
 # The core is fast but some properties build replicas; no example should depend on wall time.
 settings.register_profile("core", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("core")
 
 OutcomeFactory = Callable[..., Outcome]
-
-__all__ = ["OutcomeFactory", "make_outcome", "make_outcomes"]  # the factories live in tests.factories
-
 
 @pytest.fixture(scope="session")
 def outcome_factory() -> OutcomeFactory:

@@ -8,8 +8,7 @@ from pydantic import ValidationError
 
 from rl_worker.core.config import CoreConfig, QLearningConfig, RewardConfig
 from rl_worker.core.outcome import Outcome
-
-from .conftest import make_outcome
+from rl_worker.sim.events import make_outcome
 
 
 def test_defaults_are_the_designs() -> None:

@@ -1,78 +1,224 @@
-"""The control arm's decisions: the stack's choice on the grid, inside the limits, or the baseline."""
+"""Control records of the learning log: decoding, a hyperparameter change and a reset, applied by the replica."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, meta_action_mask, sizing_action_mask
-from rl_worker.core.config import CoreConfig
+from rl_worker.core.config import CoreConfig, MetaBins, QLearningConfig
 from rl_worker.core.control import (
-    BaselinePolicy,
-    control_meta,
-    control_sizing,
-    meta_action_of,
-    sizing_action_within,
+    AgentHyperparameters,
+    Hyperparameters,
+    HyperparametersRecord,
+    ResetRecord,
+    decode_log_record,
 )
-from rl_worker.core.qlearning import DecisionRandom
+from rl_worker.core.exceptions import ConfigError
+from rl_worker.core.market import MarketFeatures
+from rl_worker.core.outcome import Outcome
+from rl_worker.core.replica import ModelReplica
+from rl_worker.core.snapshot import decode_replica, encode_replica
 
-CONFIG = CoreConfig()
+from .conftest import make_outcomes
 
-
-def test_meta_is_the_stack_choice_with_the_nearest_grid_weight() -> None:
-    index = meta_action_of("breakout", "lstm", 0.54)
-    assert META_ACTIONS[index].as_dict() == {"strategy": "breakout", "model": "lstm", "weight": 0.5}
-    assert META_ACTIONS[meta_action_of("breakout", "lstm", 0.95)].weight == 0.7
-    assert META_ACTIONS[meta_action_of("breakout", "lstm", 0.0)].weight == 0.3
-    with pytest.raises(ValueError, match="unknown"):
-        meta_action_of("momentum", "xgb", 0.5)
+TREND = MarketFeatures(regime="TREND", volatility=0.2, trend_strength=0.8, market_pressure=0.5)
 
 
-def test_sizing_snaps_down_inside_the_limits() -> None:
-    assert SIZING_ACTIONS[sizing_action_within(0.7, 9.0, 1.0, 10.0)].as_dict() == {"size_multiplier": 0.6,
-                                                                                     "leverage": 8}
-    # the limit, not the stack, binds
-    assert SIZING_ACTIONS[sizing_action_within(1.0, 25.0, 0.8, 5.0)].as_dict() == {"size_multiplier": 0.8,
-                                                                                     "leverage": 5}
-    # below the smallest level: the smallest level
-    assert SIZING_ACTIONS[sizing_action_within(0.1, 0.5, 1.0, 10.0)].as_dict() == {"size_multiplier": 0.2,
-                                                                                     "leverage": 1}
+def agent(**overrides: float) -> AgentHyperparameters:
+    values = {"alpha": 0.01, "gamma": 0.99, "epsilon_start": 0.1, "epsilon_min": 0.01, "epsilon_decay": 0.9997}
+    return AgentHyperparameters(**(values | overrides))
 
 
-@given(
-    size=st.floats(0.01, 5.0), leverage=st.floats(0.1, 100.0),
-    max_size=st.floats(0.2, 1.0), max_leverage=st.floats(1.0, 25.0),
-)
-def test_control_sizing_never_exceeds_the_limits(size: float, leverage: float, max_size: float,
-                                                 max_leverage: float) -> None:
-    mask = sizing_action_mask(max_size, max_leverage)
-    for choice, baseline in (((size, leverage), BaselinePolicy()), ((None, None), BaselinePolicy()),
-                             ((None, leverage), BaselinePolicy(kind="uniform"))):
-        decision = control_sizing(choice, baseline, (max_size, max_leverage), mask,
-                                  DecisionRandom(0).stream(f"{size}:{leverage}"))
-        action = SIZING_ACTIONS[decision.action]
-        assert action.size_multiplier <= max_size and action.leverage <= max_leverage
-        assert decision.action in mask.allowed
+def tables_bytes(replica: ModelReplica) -> tuple[bytes, ...]:
+    meta_q, meta_visits = replica.meta_table.used()
+    sizing_q, sizing_visits = replica.sizing_table.used()
+    return meta_q.tobytes(), meta_visits.tobytes(), sizing_q.tobytes(), sizing_visits.tobytes()
 
 
-def test_sources_and_propensities() -> None:
-    mask = meta_action_mask("RANGE", CONFIG)
-    rng = DecisionRandom(0)
-    stack = control_meta(("mean_reversion", "xgb", 0.5), BaselinePolicy(), mask, rng.stream("p:meta"))
-    assert (stack.source, stack.propensity) == ("stack", 1.0)
-    fixed = control_meta((None, "xgb", 0.5), BaselinePolicy(), mask, rng.stream("p:meta"))
-    assert (fixed.source, fixed.propensity) == ("baseline", 1.0)
-    assert META_ACTIONS[fixed.action].strategy == "dual_momentum"  # the fixed baseline ignores the mask
-    draws = [control_meta((None, None, None), BaselinePolicy(kind="uniform"), mask, rng.stream(f"p{i}:meta"))
-             for i in range(4000)]
-    assert {d.propensity for d in draws} == {1 / len(mask)}
-    assert {d.action for d in draws} == set(mask.members)  # every allowed action, nothing else
-    counts = np.bincount([d.action for d in draws], minlength=len(META_ACTIONS))[list(mask.members)]
-    assert counts.min() > 4000 / len(mask) * 0.5
-    again = control_meta((None, None, None), BaselinePolicy(kind="uniform"), mask, DecisionRandom(0).stream("p7:meta"))
-    assert again == draws[7]  # the same decision id draws the same action on any worker
-    sizing = control_sizing((None, None), BaselinePolicy(kind="uniform"), (1.0, 10.0),
-                            sizing_action_mask(1.0, 10.0), rng.stream("p:sizing"))
-    assert sizing.propensity == 1 / len(sizing_action_mask(1.0, 10.0))
+@pytest.fixture
+def records(config: CoreConfig) -> list[Outcome]:
+    return make_outcomes(np.random.default_rng(21), config, 60)
+
+
+class TestDecoding:
+    def test_three_kinds(self, records: list[Outcome]) -> None:
+        tuning = HyperparametersRecord(
+            hyperparameters=Hyperparameters(meta=agent(alpha=0.05), sizing=agent(gamma=0.5)), issued_at_ms=1
+        )
+        reset = ResetRecord(app_id="backfill-1", checkpoint_offset=41, sha256="ab" * 32, issued_at_ms=2)
+        for record in (records[0], tuning, reset):
+            assert decode_log_record(record.model_dump_json().encode()) == record
+
+    def test_an_outcome_without_kind_is_an_outcome(self, records: list[Outcome]) -> None:
+        legacy = json.loads(records[0].model_dump_json())
+        del legacy["kind"]
+        assert decode_log_record(json.dumps(legacy).encode()) == records[0]
+
+    @pytest.mark.parametrize(
+        "meta",
+        [
+            {"alpha": 0.0},
+            {"alpha": 1.5},
+            {"gamma": -0.1},
+            {"epsilon_start": 0.001, "epsilon_min": 0.01},
+            {"epsilon_decay": 0.0},
+            {"alpha": "fast"},
+            {"alpha": float("nan")},
+        ],
+    )
+    def test_invalid_hyperparameters(self, meta: dict[str, object]) -> None:
+        body = {"meta": agent().model_dump() | meta, "sizing": agent().model_dump()}
+        value = json.dumps({"kind": "hyperparameters", "hyperparameters": body, "issued_at_ms": 0}).encode()
+        with pytest.raises(ValidationError):
+            decode_log_record(value)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            b'{"kind": "reset", "app_id": "x", "checkpoint_offset": 3, "sha256": "nothex", "issued_at_ms": 0}',
+            b'{"kind": "shutdown"}',
+            b'{"kind": "hyperparameters", "hyperparameters": {"meta": {}}, "issued_at_ms": 0}',
+            b"not json",
+        ],
+    )
+    def test_unreadable(self, value: bytes) -> None:
+        with pytest.raises(ValidationError):
+            decode_log_record(value)
+
+
+class TestHyperparameters:
+    def test_from_config(self) -> None:
+        config = CoreConfig(qlearning=QLearningConfig(alpha=0.2, gamma=0.5))
+        hp = Hyperparameters.from_config(config)
+        assert hp.meta == hp.sizing and (hp.meta.alpha, hp.meta.gamma) == (0.2, 0.5)
+        assert ModelReplica(config).hyperparameters == hp and ModelReplica(config).hyperparameters_offset is None
+
+    def test_changed(self) -> None:
+        before = Hyperparameters(meta=agent(), sizing=agent())
+        after = Hyperparameters(meta=agent(alpha=0.05), sizing=agent(epsilon_min=0.0))
+        assert before.changed(after) == {"meta.alpha": (0.01, 0.05), "sizing.epsilon_min": (0.01, 0.0)}
+
+    def test_fingerprint_ignores_them_and_keeps_the_model(self) -> None:
+        base = CoreConfig()
+        tuned = CoreConfig(qlearning=QLearningConfig(alpha=0.3, gamma=0.2, epsilon_start=0.5, epsilon_decay=0.9))
+        assert tuned.fingerprint() == base.fingerprint()
+        assert CoreConfig(dedupe_window=10).fingerprint() == base.fingerprint()
+        assert CoreConfig(meta_bins=MetaBins(volatility=(0.5,))).fingerprint() != base.fingerprint()
+        assert CoreConfig(qlearning=QLearningConfig(episode_length=7)).fingerprint() != base.fingerprint()
+
+    def test_a_record_at_the_start_equals_configuring_them(self, records: list[Outcome]) -> None:
+        """alpha/gamma/epsilon from a record at offset 0 learn exactly as the same values configured."""
+        tuned = QLearningConfig(alpha=0.2, gamma=0.7, epsilon_start=0.3, epsilon_min=0.05, epsilon_decay=0.95)
+        configured = ModelReplica(CoreConfig(seed=7, qlearning=tuned))
+        for record in records:
+            configured.apply(record)
+        logged = ModelReplica(CoreConfig(seed=7))
+        assert logged.apply_hyperparameters(Hyperparameters.from_config(CoreConfig(qlearning=tuned)), 0)
+        for offset, record in enumerate(records, start=1):
+            logged.apply(record, offset)
+        assert tables_bytes(logged) == tables_bytes(configured)
+        assert logged.meta_epsilon == configured.meta_epsilon
+        assert logged.decide_meta(TREND, 0.7, "d").selection == configured.decide_meta(TREND, 0.7, "d").selection
+
+    def test_per_agent(self, records: list[Outcome]) -> None:
+        """Changing only the sizing agent's alpha leaves the meta table exactly as it was."""
+        plain, tuned = ModelReplica(CoreConfig(seed=7)), ModelReplica(CoreConfig(seed=7))
+        tuned.apply_hyperparameters(Hyperparameters(meta=agent(), sizing=agent(alpha=0.5)), 0)
+        for offset, record in enumerate(records, start=1):
+            plain.apply(record, offset)
+            tuned.apply(record, offset)
+        assert tables_bytes(tuned)[:2] == tables_bytes(plain)[:2]
+        assert tables_bytes(tuned)[2] != tables_bytes(plain)[2]
+
+    def test_epsilon_restarts_where_it_takes_effect(self, records: list[Outcome]) -> None:
+        replica = ModelReplica(CoreConfig(seed=7))
+        for record in records[:30]:
+            replica.apply(record)
+        assert replica.apply_hyperparameters(
+            Hyperparameters(meta=agent(epsilon_start=0.05, epsilon_decay=0.5), sizing=agent(epsilon_start=0.2)), 30
+        )
+        assert (replica.meta_epsilon, replica.sizing_epsilon) == (0.05, 0.2)
+        assert (replica.hyperparameters_offset, replica.epsilon_origin) == (30, 30)
+        replica.apply(records[30], 31)
+        assert replica.meta_epsilon == 0.025 and replica.sizing_epsilon == 0.2 * 0.9997
+        decision = replica.decide_sizing(0.5, 0.5, 0.5, "s")
+        assert decision.epsilon == replica.sizing_epsilon
+
+    def test_old_offset_is_ignored(self) -> None:
+        replica = ModelReplica(CoreConfig())
+        assert replica.apply_hyperparameters(Hyperparameters(meta=agent(alpha=0.5), sizing=agent()), 4)
+        assert not replica.apply_hyperparameters(Hyperparameters(meta=agent(alpha=0.9), sizing=agent()), 4)
+        assert replica.hyperparameters.meta.alpha == 0.5 and replica.log_offset == 4
+
+    def test_snapshot_keeps_them_and_a_restore_continues_identically(self, records: list[Outcome]) -> None:
+        live = ModelReplica(CoreConfig(seed=7))
+        for offset, record in enumerate(records[:20]):
+            live.apply(record, offset)
+        live.apply_hyperparameters(Hyperparameters(meta=agent(alpha=0.3, epsilon_start=0.4), sizing=agent()), 20)
+        for offset, record in enumerate(records[20:30], start=21):
+            live.apply(record, offset)
+        restored = decode_replica(encode_replica(live), CoreConfig(seed=7))
+        assert restored.hyperparameters == live.hyperparameters
+        assert (restored.hyperparameters_offset, restored.epsilon_origin) == (20, 20)
+        for offset, record in enumerate(records[30:], start=31):
+            live.apply(record, offset)
+            restored.apply(record, offset)
+        assert encode_replica(restored) == encode_replica(live)
+
+
+class TestReset:
+    def test_continues_from_the_checkpoint(self, records: list[Outcome]) -> None:
+        config = CoreConfig(seed=7)
+        live = ModelReplica(config)
+        for offset, record in enumerate(records[:20]):
+            live.apply(record, offset)
+        live.apply_hyperparameters(Hyperparameters(meta=agent(alpha=0.2), sizing=agent(gamma=0.3)), 20)
+        checkpoint = encode_replica(live)
+        for offset, record in enumerate(records[20:40], start=21):
+            live.apply(record, offset)
+        live.apply_hyperparameters(Hyperparameters(meta=agent(alpha=0.9), sizing=agent()), 41)
+
+        assert live.reset_to(decode_replica(checkpoint, config), 42)
+        assert live.log_offset == 42 and live.hyperparameters_offset == 42
+        assert live.hyperparameters.meta.alpha == 0.2 and live.hyperparameters.sizing.gamma == 0.3
+        # the model is the checkpoint's again, and learns on exactly as the checkpoint would
+        twin = decode_replica(checkpoint, config)
+        assert tables_bytes(live) == tables_bytes(twin) and live.n_updates == twin.n_updates == 20
+        for offset, record in enumerate(records[40:], start=43):
+            live.apply(record, offset)
+            twin.apply(record, offset)
+        assert tables_bytes(live) == tables_bytes(twin)
+        assert live.meta_epsilon == twin.meta_epsilon and live.winrate.winrate == twin.winrate.winrate
+        assert live.decide_meta(TREND, 0.7, "d").selection == twin.decide_meta(TREND, 0.7, "d").selection
+
+    def test_redeliveries_of_this_log_stay_ignored(self, records: list[Outcome]) -> None:
+        live = ModelReplica(CoreConfig(seed=7))
+        empty = ModelReplica(CoreConfig(seed=7))
+        for offset, record in enumerate(records[:10]):
+            live.apply(record, offset)
+        live.reset_to(empty, 10)
+        assert live.apply(records[9], 11) is None  # already applied on this log
+        assert live.n_updates == 0
+
+    def test_incompatible_checkpoint_is_refused(self) -> None:
+        live = ModelReplica(CoreConfig(seed=7))
+        other = ModelReplica(CoreConfig(seed=7, meta_bins=MetaBins(volatility=(0.5,))))
+        with pytest.raises(ConfigError, match="not this model"):
+            live.reset_to(other, 0)
+        assert live.log_offset == -1
+
+    def test_old_offset_is_ignored(self) -> None:
+        live = ModelReplica(CoreConfig())
+        live.log_offset = 9
+        assert not live.reset_to(ModelReplica(CoreConfig()), 9)
+
+    def test_reset_record_names_the_bytes(self) -> None:
+        data = encode_replica(ModelReplica(CoreConfig()))
+        record = ResetRecord(
+            app_id="a", checkpoint_offset=-1, sha256=hashlib.sha256(data).hexdigest(), issued_at_ms=0
+        )
+        assert record.sha256 == hashlib.sha256(data).hexdigest()

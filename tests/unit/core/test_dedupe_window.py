@@ -6,7 +6,7 @@ import numpy as np
 
 from rl_worker.core import CoreConfig, ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
-from tests.unit.core.conftest import make_outcomes
+from rl_worker.sim.events import make_outcomes
 
 
 def test_window_forgets_the_oldest_and_survives_a_snapshot() -> None:

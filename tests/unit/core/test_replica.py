@@ -19,8 +19,9 @@ from rl_worker.core.qlearning import compute_propensities
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import encode_replica
 from rl_worker.core.types import LEVERAGE_LEVELS, SIZE_MULTIPLIERS
+from rl_worker.sim.events import make_outcomes
 
-from .conftest import OutcomeFactory, make_outcomes
+OutcomeFactory = Callable[..., Outcome]  # the `outcome_factory` fixture (tests/unit/core/conftest.py)
 
 TREND = MarketFeatures(regime="TREND", volatility=0.2, trend_strength=0.8, market_pressure=0.5)
 

@@ -14,14 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rl_worker import __version__
-from rl_worker.core.config import CoreConfig, QLearningConfig
+from rl_worker.core.config import CoreConfig, MetaBins
 from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.market import MarketFeatures
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import SCHEMA_VERSION, decode_replica, encode_replica, read_snapshot_info
-
-from .conftest import make_outcomes
+from rl_worker.sim.events import make_outcomes
 
 MARKET = MarketFeatures(regime="RANGE", volatility=0.1, trend_strength=0.1, market_pressure=-0.2)
 
@@ -156,9 +155,19 @@ class TestRefused:
         other = short_episode_config.model_copy(update={"seed": short_episode_config.seed + 1})
         with pytest.raises(SnapshotError, match="differs"):
             decode_replica(snapshot, other)
-        other = short_episode_config.model_copy(update={"qlearning": QLearningConfig(alpha=0.02)})
+        other = short_episode_config.model_copy(update={"meta_bins": MetaBins(volatility=(0.5,))})
         with pytest.raises(SnapshotError, match="differs"):
             decode_replica(snapshot, other)
+
+    def test_tuned_config_still_restores(self, snapshot: bytes, short_episode_config: CoreConfig) -> None:
+        """Hyperparameters are not part of the fingerprint: the snapshot's own stay in force."""
+        q = short_episode_config.qlearning
+        tuned = short_episode_config.model_copy(
+            update={"qlearning": q.model_copy(update={"alpha": 0.3, "gamma": 0.5, "epsilon_start": 0.5})}
+        )
+        restored = decode_replica(snapshot, tuned)
+        assert restored.hyperparameters.meta.alpha == q.alpha and restored.hyperparameters.sizing.gamma == q.gamma
+        assert restored.config is tuned
 
     @pytest.mark.parametrize(
         "edit",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from rl_worker.core.arms import assign_arm
-from rl_worker.core.control import BaselinePolicy
+from rl_worker.core.arms import BaselinePolicy, assign_arm
 from rl_worker.sim.ab import run_offline_ab
 from rl_worker.sim.demo_config import demo_core_config
 

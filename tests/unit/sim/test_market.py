@@ -14,6 +14,7 @@ from rl_worker.core import CoreConfig, ModelReplica, Outcome
 from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, meta_mask
 from rl_worker.core.config import RiskLimits
 from rl_worker.core.types import REGIMES, STRATEGIES
+from rl_worker.positions import PositionJoiner
 from rl_worker.sim.market import (
     SimConfig,
     SyntheticMarket,
@@ -21,7 +22,6 @@ from rl_worker.sim.market import (
     expected_shortfall_normal,
 )
 from rl_worker.sim.offline import join_events
-from rl_worker.stream.positions import PositionJoiner
 
 NATIVE = {
     "TREND": "dual_momentum",

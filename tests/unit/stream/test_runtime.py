@@ -9,10 +9,10 @@ import numpy as np
 from rl_worker.core import CoreConfig, ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
 from rl_worker.settings import CheckpointSettings, Settings
+from rl_worker.sim.events import make_outcomes
 from rl_worker.stream.checkpoints import MemoryCheckpointStore, RestoreResult, restore_newest_valid
 from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.runtime import WorkerRuntime
-from tests.unit.core.conftest import make_outcomes
 
 
 def settings(**checkpoint: float) -> Settings:
@@ -59,12 +59,12 @@ def test_checkpoint_writes_retry_until_the_store_is_back() -> None:
             runtime.apply_record(offset, record.model_dump_json().encode())
         runtime.after_batch()
         stop = asyncio.Event()
-        writer = asyncio.create_task(runtime.write_checkpoints(stop.is_set))
+        writer = asyncio.create_task(runtime.checkpointer.write_pending(stop.is_set))
         errors = []
         for _ in range(200):
             await asyncio.sleep(0.01)
             errors.append(runtime.health()["checkpoint"]["store_error"])
-            if runtime.checkpoint_offset == 3:
+            if runtime.checkpointer.offset == 3:
                 break
         stop.set()
         await writer
@@ -73,7 +73,7 @@ def test_checkpoint_writes_retry_until_the_store_is_back() -> None:
     runtime, store, errors = asyncio.run(scenario())
     assert store.attempts == 4
     assert "redis is down" in {e for e in errors if e}
-    assert runtime.checkpoint_offset == 3 and runtime.health()["status"] != "degraded"
+    assert runtime.checkpointer.offset == 3 and runtime.health()["status"] != "degraded"
     restored = decode_replica(store.data[3], CoreConfig())
     assert encode_replica(restored) == encode_replica(runtime.replica)
 

@@ -9,13 +9,7 @@ trading stack's topics. Everything it started is stopped at the end.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,10 +20,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from rl_worker.services import EmbeddedBroker, LocalRedis, free_port, redis_answers
+from rl_worker.ops.services import EmbeddedBroker, LocalRedis, WorkerProcess, redis_answers, settings_env, stop_workers
+from rl_worker.ops.simulate import SimulationProgress, run_simulation
 from rl_worker.settings import CheckpointSettings, Settings, TopicNames
 from rl_worker.sim.demo_config import demo_core_config
-from rl_worker.synthetic_stack import SimulationProgress, run_simulation
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -75,63 +69,30 @@ def demo_services(configured: Settings, workdir: Path) -> Iterator[tuple[str, st
 
 
 class WorkerProcesses:
+    """The demo's workers: one consumer group, each with its own data directory and log."""
+
     def __init__(self, settings: Settings, count: int, workdir: Path) -> None:
-        self.ports = [free_port() for _ in range(count)]
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.logs = [workdir / f"worker-{i}.log" for i in range(count)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}  # the workers get ours only
-        env |= {
-            "RL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "RL_REDIS_URL": settings.redis_url.get_secret_value(),
-            "RL_APP_ID": settings.app_id,
-            "RL_TOPICS": settings.topics.model_dump_json(),
-            "RL_CORE": settings.core.model_dump_json(),
-            "RL_CHECKPOINT": settings.checkpoint.model_dump_json(),
-            "RL_LOG_LEVEL": "WARNING",
-        }
-        for i, port in enumerate(self.ports):
-            worker_env = env | {"RL_WEB_PORT": str(port), "RL_DATA_DIR": str(workdir / f"data-{i}")}
-            with open(self.logs[i], "ab") as log_file:
-                self.processes.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "rl_worker", "worker", "-l", "warn"],
-                        env=worker_env,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                        cwd=workdir,
-                    )
-                )
+        env = settings_env(settings) | {"RL_LOG_LEVEL": "WARNING"}  # the workers get ours only
+        self.workers = [
+            WorkerProcess(
+                env | {"RL_DATA_DIR": str(workdir / f"data-{i}")}, workdir, workdir / f"worker-{i}.log", "warn"
+            )
+            for i in range(count)
+        ]
 
     def health(self, i: int) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/health", timeout=2) as r:
-                return dict(json.loads(r.read()))
+            return self.workers[i].health(timeout_s=2)
         except OSError:
             return None
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
-        for i, process in enumerate(self.processes):
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"worker {i} exited; see {self.logs[i]}")
-                health = self.health(i)
-                if health and health["ready"]:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {i} not ready; see {self.logs[i]}")
-                time.sleep(0.2)
+        for worker in self.workers:
+            worker.wait_ready(max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_workers(self.workers)
 
 
 def _live_table(progress: SimulationProgress, health: dict[str, Any] | None) -> Table:

@@ -29,7 +29,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
     )
     async def simulate(self: Any, positions: int, seed: int, in_flight: int) -> None:
         """Run the synthetic trading stack against the workers on the configured topics."""
-        from rl_worker.synthetic_stack import run_simulation
+        from rl_worker.ops.simulate import run_simulation
 
         def report(progress: Any) -> None:
             if progress.closed % 500 == 0 or progress.closed == progress.target:
@@ -50,7 +50,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
     )
     async def demo(self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool) -> None:
         """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
-        from rl_worker.demo import run_demo
+        from rl_worker.ops.demo import run_demo
 
         result = await run_demo(settings, positions, seed, workers, Path(out), live=not no_live)
         snap = result.progress.report.snapshot()
@@ -74,7 +74,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         """List the checkpoints of this app id (RL_APP_ID) in Redis, or show one."""
         from rich.console import Console
 
-        from rl_worker.checkpoint_report import describe_checkpoints
+        from rl_worker.ops.checkpoints import describe_checkpoints
 
         table = await describe_checkpoints(settings, offset if action == "show" else None)
         Console().print(table)
@@ -90,7 +90,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         self: Any, urls: tuple[str, ...], continuous: bool, interval: float, samples: int | None, png: str | None
     ) -> None:
         """Q-table growth, updates, epsilon and reward of running workers (from their /health)."""
-        from rl_worker.monitor import run_monitor
+        from rl_worker.ops.monitor import run_monitor
 
         targets = list(urls) or [f"http://{settings.web_host}:{settings.web_port}"]
         await run_monitor(targets, continuous, interval, samples, Path(png) if png else None)

@@ -29,9 +29,20 @@ from rl_worker.core.market import MarketFeatures, compute_market_features
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import Decision, ModelReplica
 
-__all__ = ["Emit", "JoinResult", "PositionJoiner", "Source"]
+__all__ = [
+    "Emit",
+    "JoinResult",
+    "PositionJoiner",
+    "Row",
+    "RowReader",
+    "Source",
+    "decode_row",
+    "encode_key",
+    "encode_row",
+]
 
 Row = dict[str, Any]
+RowReader = Callable[[str], "Row | None"]
 Source = tuple[str, int, int]
 _SLOT = {"SIGNAL_GENERATED": "signal", "TRADE_EXECUTED": "execution", "POSITION_CLOSED": "close"}
 
@@ -40,15 +51,33 @@ _SLOT = {"SIGNAL_GENERATED": "signal", "TRADE_EXECUTED": "execution", "POSITION_
 class Emit:
     kind: Literal["decision", "outcome"]
     value: bytes
-    agent: str | None = None  # decisions: "meta" | "sizing" (for metrics, without parsing `value`)
-    explored: bool | None = None
+    agent: str = ""  # decisions: "meta" | "sizing" (for metrics, without parsing `value`)
+    explored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class JoinResult:
+    position_id: str
     row: Row
     emits: list[Emit]
     status: Literal["applied", "duplicate", "redelivered"]
+
+
+def encode_key(position_id: str) -> bytes:
+    """A positions-table key exactly as Faust's table writes it (its "json" key codec): same bytes,
+    so changelog compaction and Faust's own tombstones (expiry) address the same key."""
+    return json.dumps(position_id).encode()
+
+
+def encode_row(row: Row) -> bytes:
+    """A row as the positions table stores it and its changelog carries it (JSON, which Faust's
+    changelog recovery reads back with its "json" codec)."""
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+def decode_row(value: bytes | Row) -> Row:
+    """A stored row: bytes as written by `encode_row`, or the dict Faust's changelog recovery made of them."""
+    return value if isinstance(value, dict) else json.loads(value)  # type: ignore[no-any-return]
 
 
 class PositionJoiner:
@@ -80,8 +109,8 @@ class PositionJoiner:
                     "ConflictingEvent",
                 )
             if stored["src"] == src:
-                return JoinResult(row, self._emitted_by(row, src), "redelivered")
-            return JoinResult(row, [], "duplicate")
+                return JoinResult(event.position_id, row, self._emitted_by(row, src), "redelivered")
+            return JoinResult(event.position_id, row, [], "duplicate")
         elif row["symbol"] != event.symbol:
             raise InvalidEventError(
                 f"position {event.position_id} is on {row['symbol']}, this event says {event.symbol}",
@@ -92,7 +121,7 @@ class PositionJoiner:
         row["partition"] = source[1]
         emits = self._progress(row, event.position_id, src)
         row["updated_ms"] = self.clock_ms() if event_ms is None else event_ms
-        return JoinResult(row, emits, "applied")
+        return JoinResult(event.position_id, row, emits, "applied")
 
     # ---- building the row ---------------------------------------------------------------------
 

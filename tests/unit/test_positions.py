@@ -10,8 +10,8 @@ import pytest
 
 from rl_worker.contract import InvalidEventError, decode_event
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
-from rl_worker.stream.positions import PositionJoiner
-from tests import factories as f
+from rl_worker.positions import PositionJoiner
+from rl_worker.sim import events as f
 
 TOPICS = ("signals", "executions", "closes")
 

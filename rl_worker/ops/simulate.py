@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rl_worker.settings import Settings
 from rl_worker.sim.market import OpenedPosition, SimConfig, SyntheticMarket
 from rl_worker.sim.report import LearningReport
+from rl_worker.stream.internals import refresh_metadata
 from rl_worker.stream.topics import ensure_topics
 
 __all__ = ["SimulationProgress", "run_simulation"]
@@ -77,7 +78,7 @@ async def run_simulation(
     try:
         partitions = consumer.partitions_for_topic(t.decisions)
         while partitions is None:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(t.decisions)
         tps = [TopicPartition(t.decisions, p) for p in sorted(partitions)]
         consumer.assign(tps)

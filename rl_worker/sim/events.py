@@ -1,4 +1,4 @@
-"""Valid input events and outcome records for tests and benchmarks, built from a seeded generator."""
+"""Random valid contract events and outcome records from a seeded generator: for the benchmarks and the tests."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Operator tools: one module per `rl-worker` command, all registered in `commands.py`."""

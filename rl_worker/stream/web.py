@@ -1,0 +1,34 @@
+"""The worker's HTTP pages: /health, /metrics (Prometheus) and /snapshot (the replica as checkpoint bytes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from prometheus_client import generate_latest
+
+from rl_worker.core.snapshot import encode_replica
+from rl_worker.stream.runtime import WorkerRuntime
+
+__all__ = ["add_pages"]
+
+
+def add_pages(app: faust.App, runtime: WorkerRuntime, signals_topic: str) -> None:
+    """Attach the pages to the app's web server."""
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        body = runtime.health()
+        body["assigned_partitions"] = sorted(
+            tp.partition for tp in app.consumer.assignment() if tp.topic == signals_topic
+        ) if app.consumer else []
+        return web.json(body)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(runtime.metrics.registry), content_type="text/plain; version=0.0.4")
+
+    @app.page("/snapshot")
+    async def snapshot(web: Any, request: Any) -> Any:
+        """The replica as checkpoint bytes, as of now: for operators and the replay tests."""
+        return web.bytes(encode_replica(runtime.replica), content_type="application/json")
