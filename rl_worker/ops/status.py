@@ -77,7 +77,7 @@ def read_status(url: str, timeout_s: float = 3.0) -> WorkerStatus:
     except (OSError, ValueError, urllib.error.URLError) as exc:
         result.problems.append(f"/metrics: {exc}")
         return result
-    result.decisions = totals.get("rl_decisions_total")
+    result.decisions = totals.get("rl_decisions_total", 0.0)
     result.dead_letters = totals.get("rl_dead_letters_total", 0.0)
     result.redis_up = totals.get("rl_redis_up")
     if totals.get("rl_send_failures_total", 0.0) > 0:
@@ -104,7 +104,11 @@ def format_statuses(statuses: list[WorkerStatus], as_json: bool = False) -> str:
         lines.extend(f"     problem: {p}" for p in s.problems)
     versions = [s.model_version for s in statuses if s.model_version is not None]
     if len(versions) > 1:
-        lines.append(f"model versions differ by {max(versions) - min(versions)} records across the workers")
+        spread = max(versions) - min(versions)
+        lines.append(
+            f"model versions: all at {versions[0]}" if not spread
+            else f"model versions differ by {spread} learning-log records across the workers"
+        )
     lines.append(
         f"{len(statuses)} worker(s): all healthy" if healthy
         else f"{sum(not s.healthy for s in statuses)} of {len(statuses)} worker(s) unhealthy"
