@@ -4,6 +4,7 @@ broker, the real Redis and a running worker."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,11 @@ from tests.integration.harness import free_port, run
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def environment(stack: Any, **overrides: str) -> dict[str, str]:
+    """This machine's environment without its RL_ variables, plus the stack's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RL_")} | stack.env(**overrides)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -47,7 +53,7 @@ async def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
 
 def test_preflight_names_what_is_missing_then_passes(stack_factory: Any) -> None:
     stack = stack_factory()
-    env = stack.env()
+    env = environment(stack)
     code, checks = preflight(env)
     assert code == 1
     assert checks["broker reachable"]["ok"] and checks["redis reachable"]["ok"]
@@ -65,7 +71,7 @@ def test_preflight_names_what_is_missing_then_passes(stack_factory: Any) -> None
 
 def test_preflight_learning_log_rules(stack_factory: Any) -> None:
     stack = stack_factory()
-    env = stack.env()
+    env = environment(stack)
     run(create_topics(stack.bootstrap, {stack.signals: 2, stack.executions: 2, stack.closes: 2}))
     code, checks = preflight(env)
     assert code == 1 and not checks["learning log present"]["ok"]
@@ -83,7 +89,8 @@ def test_preflight_learning_log_rules(stack_factory: Any) -> None:
 def test_preflight_unreachable_services_fail_without_leaking_the_password(stack_factory: Any) -> None:
     stack = stack_factory()
     secret = "s3cret-not-in-output"
-    env = stack.env(
+    env = environment(
+        stack,
         RL_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}", RL_REDIS_URL=f"redis://:{secret}@127.0.0.1:{free_port()}/0"
     )
     done = cli(env, "preflight", "--timeout", "2")
@@ -123,7 +130,7 @@ def test_a_running_worker_passes_preflight_status_and_monitor_only(stack_factory
     assert codes[-1] == (200, True)
     assert all(code == 503 for code, ready in codes if not ready)  # the readiness probe says no until ready
     assert worker.health()["status"] == "ok"  # plain /health (liveness) answers 200 whatever the state
-    env = stack.env()
+    env = environment(stack)
     code, checks = preflight(env)
     assert code == 0, checks  # the worker created the topics it needs with the inputs' layout
 
@@ -151,7 +158,7 @@ def test_a_running_worker_passes_preflight_status_and_monitor_only(stack_factory
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 of 2 worker(s) unhealthy" in done.stdout
 
-    worker.kill(signal.SIGTERM)
+    worker.stop(signal.SIGTERM)
     done = cli(env, "status", "--url", url)
     assert done.returncode == 1
     assert "unreachable" in done.stdout
