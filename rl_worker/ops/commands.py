@@ -102,7 +102,14 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--json", "as_json", is_flag=True, default=False, help="print the checks as JSON"),
     )
     async def preflight(self: Any, first_deploy: bool, timeout: float, as_json: bool) -> None:
-        """Check the broker, Redis, the input topics and the learning log before a deploy; exit 1 on a failure."""
+        """Check the broker, Redis, the input topics and the learning log before a deploy.
+
+        Prints one line per check (`ok` or `FAIL`, the check, what was seen): broker reachable, Redis
+        reachable (and the namespace's checkpoints), input topics present, input topics co-partitioned,
+        learning log present with one partition. Creates and writes nothing.
+
+        Exit status: 0 when every check passes; 1 when one fails; 2 on a usage error.
+        """
         from rl_worker.ops.preflight import format_checks, run_preflight
 
         checks = await run_preflight(settings, first_deploy=first_deploy, timeout_s=timeout)
@@ -116,7 +123,15 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--json", "as_json", is_flag=True, default=False, help="print the statuses as JSON"),
     )
     async def status(self: Any, urls: tuple[str, ...], timeout: float, as_json: bool) -> None:
-        """Health and metrics of running workers, one line each; exit 1 when one is not ok."""
+        """Health and metrics of running workers, one line each, from their /health and /metrics.
+
+        Prints per worker: status, model version, outcomes applied, epsilon, assigned partitions, checkpoint
+        offset, decisions, dead letters, Redis up; the problems of an unhealthy one; whether the replicas'
+        model versions agree. A worker is healthy when /health says `ok` and /metrics answers.
+
+        Exit status: 0 when every worker is healthy; 1 when one is starting, degraded or unreachable;
+        2 on a usage error.
+        """
         import asyncio
 
         from rl_worker.ops.status import format_statuses, read_status
