@@ -130,6 +130,10 @@ class TradeExecuted(_Event):
     max_size_multiplier: Limit | None = Field(None, description="tightens the config")
     size_multiplier: Limit | None = Field(None, description="what the stack would use")
     leverage: Limit | None = None
+    strategy: Strategy | None = Field(None, description="the meta action as traded, when not the decision's")
+    model: Model | None = None
+    weight: Unit | None = None
+    meta_fallback: bool | None = Field(None, description="the stack traded its own meta choice after a timeout")
 
 
 class PositionClosed(_Event):
@@ -141,6 +145,9 @@ class PositionClosed(_Event):
     max_drawdown_pct: float = Field(ge=0, le=1e5, description="percent units")
     equity: Money
     prices: list[Price] | None = Field(None, min_length=2, max_length=4096)
+    size_multiplier: Limit | None = Field(None, description="the sizing as traded, when not the decision's")
+    leverage: Limit | None = None
+    sizing_fallback: bool | None = Field(None, description="the stack traded its own sizing after a timeout")
 
 
 InputEvent = Annotated[SignalGenerated | TradeExecuted | PositionClosed, Field(discriminator="event_type")]

@@ -13,20 +13,46 @@ same topic/partition/offset, as after a crash before the offset commit) re-emits
 the records that event emitted the first time, with the same ids and bytes, so nothing
 is lost and consumers that dedupe by id see each record once. A second, different event of
 the same type for a position is a conflict and is dead-lettered.
+
+A/B arms: a stable share of the position ids (`rl_worker.core.arms`) goes to the control arm,
+whose decisions are the stack's own choices carried by the signal and the execution (or the
+baseline policy), with their propensity; `policy` on each decision names the arm. The outcome
+credits what was traded: the meta action as traded when the execution carries one
+(`strategy` / `model` / `weight`), the sizing as traded when the close carries one
+(`size_multiplier` / `leverage`); a traded action that differs from the published one marks
+the outcome `overridden` and keeps the published one in `decided_action_index`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from rl_worker.contract import InvalidEventError, PositionClosed, SignalGenerated, TradeExecuted
-from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, effective_limits, sizing_mask
+from rl_worker.core.actions import (
+    META_ACTIONS,
+    SIZING_ACTIONS,
+    effective_limits,
+    meta_action_mask,
+    sizing_action_mask,
+    sizing_mask,
+)
+from rl_worker.core.arms import (
+    CONTROL_ARM,
+    BaselinePolicy,
+    assign_arm,
+    control_meta,
+    control_sizing,
+    meta_action_of,
+    sizing_action_within,
+)
 from rl_worker.core.exceptions import NoAllowedActionError
 from rl_worker.core.market import MarketFeatures, compute_market_features
 from rl_worker.core.outcome import Outcome
+from rl_worker.core.qlearning import DecisionRandom, Selection
 from rl_worker.core.replica import Decision, ModelReplica
 
 __all__ = [
@@ -53,6 +79,8 @@ class Emit:
     value: bytes
     agent: str = ""  # decisions: "meta" | "sizing" (for metrics, without parsing `value`)
     explored: bool = False
+    policy: str = ""  # decisions and outcomes: the arm
+    overridden: tuple[str, ...] = ()  # outcomes: the agents whose published action was not traded
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +111,34 @@ def decode_row(value: bytes | Row) -> Row:
 class PositionJoiner:
     """Turns events into rows, decisions and outcomes, reading the model replica to decide."""
 
-    def __init__(self, replica: ModelReplica, policy: str, clock_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        replica: ModelReplica,
+        policy: str,
+        clock_ms: Callable[[], int],
+        control_share: float = 0.0,
+        control_policy: str = CONTROL_ARM,
+        baseline: BaselinePolicy | None = None,
+    ) -> None:
+        """`policy` names the RL arm, `control_policy` the control arm, which decides a stable
+        `control_share` of the positions (see the module docstring)."""
+        if not 0.0 <= control_share <= 1.0:
+            raise ValueError(f"control_share must lie in [0, 1], got {control_share}")
         self.replica = replica
         self.policy = policy
         self.clock_ms = clock_ms
+        self.control_share = control_share
+        self.control_policy = control_policy
+        self.baseline = baseline or BaselinePolicy()
+        # the uniform baseline's draws: seeded by (model seed, decision id), like exploration,
+        # under other ids so they never reuse an exploration draw
+        self._control_random = DecisionRandom(replica.config.seed)
+
+    def arm_of(self, position_id: str) -> str:
+        """The arm (policy name) that decides this position."""
+        if assign_arm(position_id, self.control_share) == CONTROL_ARM:
+            return self.control_policy
+        return self.policy
 
     def handle(
         self,
@@ -129,7 +181,7 @@ class PositionJoiner:
         market_config = self.replica.config.market
         if isinstance(event, SignalGenerated):
             market = compute_market_features(event.prices, market_config, event.buy_volume, event.sell_volume)
-            return {
+            value: Row = {
                 "event_id": event.event_id,
                 "src": src,
                 "confidence": event.confidence,
@@ -138,20 +190,28 @@ class PositionJoiner:
                 "trend_strength": market.trend_strength,
                 "market_pressure": market.market_pressure,
             }
+            if event.strategy is not None or event.model is not None or event.weight is not None:
+                value["own"] = [event.strategy, event.model, event.weight]
+            return value
         if isinstance(event, TradeExecuted):
             limits = effective_limits(self.replica.config.risk, event.max_size_multiplier, event.max_leverage)
             try:
                 sizing_mask(*limits)
             except NoAllowedActionError as exc:
                 raise InvalidEventError(str(exc), "NoAllowedAction") from None
-            return {
+            value = {
                 "event_id": event.event_id,
                 "src": src,
                 "portfolio_exposure": event.portfolio_exposure,
                 "max_size_multiplier": limits[0],
                 "max_leverage": limits[1],
             }
-        value: Row = {
+            if event.size_multiplier is not None or event.leverage is not None:
+                value["own"] = [event.size_multiplier, event.leverage]
+            if event.strategy is not None and event.model is not None and event.weight is not None:
+                value["traded"] = meta_action_of(event.strategy, event.model, event.weight)
+            return value
+        value = {
             "event_id": event.event_id,
             "src": src,
             "timestamp": event.timestamp,
@@ -159,6 +219,9 @@ class PositionJoiner:
             "max_drawdown_pct": event.max_drawdown_pct,
             "equity": event.equity,
         }
+        if event.size_multiplier is not None and event.leverage is not None:
+            # what was traded is the truth, limits or not: the grid level at or below it
+            value["traded"] = sizing_action_within(event.size_multiplier, event.leverage, math.inf, math.inf)
         if event.prices is not None:
             market = compute_market_features(event.prices, market_config)
             value |= {
@@ -171,11 +234,22 @@ class PositionJoiner:
     def _progress(self, row: Row, position_id: str, src: list[Any]) -> list[Emit]:
         emits: list[Emit] = []
         signal = row.get("signal")
+        arm = self.arm_of(position_id) if ("meta" not in row or "sizing" not in row) else ""
+        control = arm == self.control_policy and arm != self.policy
         if signal is not None and "meta" not in row:
-            decision = self.replica.decide_meta(
-                _market(signal), signal["confidence"], f"{position_id}:meta"
-            )
-            row["meta"], emit = self._record(decision, "meta", position_id, row, signal, src)
+            decision = self.replica.decide_meta(_market(signal), signal["confidence"], f"{position_id}:meta")
+            source = None
+            if control:
+                own = signal.get("own") or [None, None, None]
+                choice = control_meta(
+                    (own[0], own[1], own[2]),
+                    self.baseline,
+                    meta_action_mask(signal["regime"], self.replica.config),
+                    self._control_random.stream(f"{position_id}:meta:control"),
+                )
+                decision = decision._replace(selection=Selection(choice.action, False, choice.propensity))
+                source = choice.source
+            row["meta"], emit = self._record(decision, "meta", position_id, row, signal, src, arm, source)
             emits.append(emit)
         execution = row.get("execution")
         if signal is not None and execution is not None and "sizing" not in row:
@@ -187,22 +261,42 @@ class PositionJoiner:
                 execution["max_size_multiplier"],
                 execution["max_leverage"],
             )
-            row["sizing"], emit = self._record(decision, "sizing", position_id, row, execution, src)
+            source = None
+            if control:
+                own = execution.get("own") or [None, None]
+                limits = (execution["max_size_multiplier"], execution["max_leverage"])
+                choice = control_sizing(
+                    (own[0], own[1]),
+                    self.baseline,
+                    limits,
+                    sizing_action_mask(*limits),
+                    self._control_random.stream(f"{position_id}:sizing:control"),
+                )
+                decision = decision._replace(selection=Selection(choice.action, False, choice.propensity))
+                source = choice.source
+            row["sizing"], emit = self._record(decision, "sizing", position_id, row, execution, src, arm, source)
             emits.append(emit)
         close = row.get("close")
         if close is not None and "meta" in row and "sizing" in row and "outcome" not in row:
-            record = self._outcome(row, position_id)
+            outcome = self._outcome(row, position_id)
+            record = outcome.model_dump_json()
             row["outcome"] = {"record": record, "emitted_by": src}
-            emits.append(Emit("outcome", record.encode()))
+            emits.append(Emit("outcome", record.encode(), policy=outcome.policy, overridden=_overridden(outcome)))
         return emits
 
     def _record(
-        self, decision: Decision, agent: str, position_id: str, row: Row, trigger: Row, src: list[Any]
+        self,
+        decision: Decision,
+        agent: str,
+        position_id: str,
+        row: Row,
+        trigger: Row,
+        src: list[Any],
+        arm: str,
+        control_source: str | None,
     ) -> tuple[Row, Emit]:
         selection = decision.selection
-        action = (
-            META_ACTIONS[selection.action] if agent == "meta" else SIZING_ACTIONS[selection.action]
-        ).as_dict()
+        action = (META_ACTIONS[selection.action] if agent == "meta" else SIZING_ACTIONS[selection.action]).as_dict()
         state = decision.state.as_dict()
         decision_id = f"{position_id}:{agent}"
         topic, partition, offset = trigger["src"]
@@ -217,13 +311,15 @@ class PositionJoiner:
             "explored": selection.explored,
             "epsilon": decision.epsilon,
             "propensity": selection.propensity,
-            "policy": self.policy,
+            "policy": arm,
             "model_version": decision.model_version,
             "timestamp": self.clock_ms(),
             "source": {"topic": topic, "partition": partition, "offset": offset},
             "event_id": trigger["event_id"],
             "symbol": row["symbol"],
         }
+        if control_source is not None:
+            record["control_source"] = control_source  # "stack" (the event's own choice) or "baseline"
         if agent == "sizing":
             record["limits"] = {
                 "max_size_multiplier": trigger["max_size_multiplier"],
@@ -232,44 +328,69 @@ class PositionJoiner:
         text = json.dumps(record, separators=(",", ":"))
         # The row keeps the record as sent (re-sent on redelivery; the outcome reads it back),
         # not a second copy of its state: rows are re-encoded on every event of the position.
-        return {"record": text, "emitted_by": src}, Emit("decision", text.encode(), agent, selection.explored)
+        return {"record": text, "emitted_by": src}, Emit("decision", text.encode(), agent, selection.explored, arm)
 
-    def _outcome(self, row: Row, position_id: str) -> str:
+    def _outcome(self, row: Row, position_id: str) -> Outcome:
         signal, close = row["signal"], row["close"]
         at_close = close if "regime" in close else signal
-        outcome = Outcome(
+        meta, meta_policy = _step(row["meta"], row["execution"].get("traded"))
+        sizing, _ = _step(row["sizing"], close.get("traded"))
+        return Outcome(
             position_id=position_id,
             symbol=row["symbol"],
             closed_at_ms=close["timestamp"],
             pnl_pct=close["pnl_pct"],
             max_drawdown_pct=close["max_drawdown_pct"],
             equity=close["equity"],
-            meta=_step(row["meta"]),
-            sizing=_step(row["sizing"]),
+            meta=meta,
+            sizing=sizing,
             next_regime=at_close["regime"],
             next_volatility=at_close["volatility"],
             next_market_pressure=at_close["market_pressure"],
-            policy=self.policy,
+            policy=meta_policy or self.policy,
+            overridden="decided_action_index" in meta or "decided_action_index" in sizing,
         )
-        return outcome.model_dump_json()
 
     @staticmethod
     def _emitted_by(row: Row, src: list[Any]) -> list[Emit]:
-        emits = [
-            Emit("decision", text.encode(), agent, json.loads(text)["explored"])
-            for agent in ("meta", "sizing")
-            if agent in row and row[agent]["emitted_by"] == src
-            for text in (row[agent]["record"],)
-        ]
+        emits = []
+        for agent in ("meta", "sizing"):
+            if agent in row and row[agent]["emitted_by"] == src:
+                text = row[agent]["record"]
+                record = json.loads(text)
+                emits.append(Emit("decision", text.encode(), agent, record["explored"], record.get("policy", "")))
         if "outcome" in row and row["outcome"]["emitted_by"] == src:
-            emits.append(Emit("outcome", row["outcome"]["record"].encode()))
+            outcome = Outcome.model_validate_json(row["outcome"]["record"])
+            emits.append(
+                Emit(
+                    "outcome", row["outcome"]["record"].encode(), policy=outcome.policy, overridden=_overridden(outcome)
+                )
+            )
         return emits
 
 
-def _step(stored: Row) -> Row:
-    """The outcome's view of a decision: what was decided, in which state."""
+def _step(stored: Row, traded: int | None) -> tuple[Row, str | None]:
+    """The outcome's view of a decision: the action as traded, in which state, and the arm that decided.
+
+    `traded` is the action the stack reports having traded (None: it traded the decision)."""
     record = json.loads(stored["record"])
-    return {k: record[k] for k in ("decision_id", "state", "state_key", "action_index")}
+    step = {k: record[k] for k in ("decision_id", "state", "state_key", "action_index", "propensity")}
+    if traded is not None and traded != record["action_index"]:
+        step["decided_action_index"] = record["action_index"]
+        step["action_index"] = traded
+    limits = record.get("limits")
+    if limits is not None:
+        step["max_size_multiplier"] = limits["max_size_multiplier"]
+        step["max_leverage"] = limits["max_leverage"]
+    return step, record.get("policy")
+
+
+def _overridden(outcome: Outcome) -> tuple[str, ...]:
+    return tuple(
+        agent
+        for agent, step in (("meta", outcome.meta), ("sizing", outcome.sizing))
+        if step.decided_action_index is not None
+    )
 
 
 def _market(signal: Row) -> MarketFeatures:

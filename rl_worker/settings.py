@@ -7,9 +7,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rl_worker.core.arms import BaselinePolicy
 from rl_worker.core.config import CoreConfig
 
-__all__ = ["CheckpointSettings", "Settings", "TopicNames"]
+__all__ = ["AbSettings", "CheckpointSettings", "Settings", "TopicNames"]
 
 
 class TopicNames(BaseModel):
@@ -33,6 +34,29 @@ class CheckpointSettings(BaseModel):
     retention: int = Field(5, ge=1, description="checkpoints kept per namespace (the last K)")
     retry_initial_s: float = Field(0.5, gt=0, description="first backoff after a failed write")
     retry_max_s: float = Field(10.0, gt=0, description="longest backoff between write attempts")
+
+
+class AbSettings(BaseModel):
+    """A/B arms on live traffic, and how `ab-test report` / `evaluate` judge them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    control_share: float = Field(
+        0.0, ge=0, le=1,
+        description="share of positions (by a stable hash of the position id) decided by the control arm; "
+        "1.0 = apprentice mode",
+    )
+    control_policy: str = Field("control", description="the control arm's name in `policy`")
+    baseline: BaselinePolicy = Field(
+        default_factory=BaselinePolicy, description="the control decision when an event carries no choice"
+    )
+    trades_per_year: float = Field(252.0, gt=0, description="annualises the per-trade Sharpe")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the between-arm tests")
+    power: float = Field(0.8, gt=0, lt=1, description="power behind the positions-needed figure")
+    bootstrap_resamples: int = Field(2000, ge=100, description="resamples of every bootstrap interval")
+    min_positions: int = Field(100, ge=2, description="positions per arm before a criterion can pass or fail")
+    maturity_outcomes: int = Field(5000, ge=1, description="outcomes applied before epsilon is judged")
+    history_size: int = Field(200, ge=1, description="reports kept per app id in Redis (`--history`)")
 
 
 class Settings(BaseSettings):
@@ -68,6 +92,7 @@ class Settings(BaseSettings):
         30.0, ge=0, description="how long start-up waits for the replica to reach the log end"
     )
     checkpoint: CheckpointSettings = CheckpointSettings()
+    ab: AbSettings = AbSettings()
     core: CoreConfig = CoreConfig()
     log_level: str = Field("INFO")
 

@@ -98,14 +98,12 @@ def ab_figures(run: Any, seed: int, resamples: int) -> dict[str, Any]:
     }
 
 
-def run_seed(seed: int, positions: int, candidate_positions: int, resamples: int) -> dict[str, Any]:
+def run_seed(seed: int, positions: int, candidate_positions: int, resamples: int, extra: bool) -> dict[str, Any]:
     config = demo_core_config(seed)
     started = time.perf_counter()
     aa = run_offline_ab(
         positions, seed, config, 0.5, policies={RL_ARM: "rl", CONTROL_ARM: "rl"}, keep_log=False, score=False
     )
-    # RL against the simulated stack's own choices (the regime's native strategy, 0.6 x 3)
-    stack = run_offline_ab(positions, seed + 5_000, config, 0.5, keep_log=False)
     # RL against a stack without choices: the fixed baseline (dual_momentum / xgb / 0.5, 0.6 x 3)
     half = positions // 2
     baseline = run_offline_ab(
@@ -114,25 +112,31 @@ def run_seed(seed: int, positions: int, candidate_positions: int, resamples: int
     assert baseline.snapshot is not None
     # evaluate: the checkpoint taken half-way, on the RL-arm decisions logged after it; and a
     # replica trained on another market, on the same decisions
-    checkpoint = decode_replica(baseline.snapshot, config)
-    foreign = run_offline_learning(candidate_positions, seed + 10_000, demo_core_config(seed + 10_000)).replica
-    assert foreign is not None
-    evaluation: dict[str, Any] = {"checkpoint": {}, "foreign": {}}
+    candidates = {"checkpoint": decode_replica(baseline.snapshot, config)}
+    if extra:
+        foreign = run_offline_learning(candidate_positions, seed + 10_000, demo_core_config(seed + 10_000)).replica
+        assert foreign is not None
+        candidates["foreign"] = foreign
+    evaluation: dict[str, Any] = {name: {} for name in candidates}
     for agent, log in (("meta", baseline.meta.since(half)), ("sizing", baseline.sizing.since(half))):
-        for name, candidate in (("checkpoint", checkpoint), ("foreign", foreign)):
+        for name, candidate in candidates.items():
             table = candidate.meta_table if agent == "meta" else candidate.sizing_table
             evaluation[name][agent] = evaluate_candidate(
                 log, table, agent, seed, resamples, math.ceil(3 / config.qlearning.alpha)
             )
     aa_figures = ab_figures(aa, seed, resamples)
-    return {
+    row = {
         "seed": seed,
-        "seconds": time.perf_counter() - started,
         "aa": aa_figures | {"significant": aa_figures["pnl_p_value"] < 0.05},
-        "ab_stack": ab_figures(stack, seed, resamples),
         "ab_baseline": ab_figures(baseline, seed, resamples),
         "evaluate": evaluation,
     }
+    if extra:
+        # RL against the simulated stack's own choices (the regime's native strategy, 0.6 x 3)
+        stack = run_offline_ab(positions, seed + 5_000, config, 0.5, keep_log=False)
+        row["ab_stack"] = ab_figures(stack, seed, resamples)
+    row["seconds"] = time.perf_counter() - started
+    return row
 
 
 def _share(rows: list[dict[str, Any]], test: Any) -> tuple[int, int]:
@@ -147,21 +151,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidate-positions", type=int, default=1000)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    parser.add_argument(
+        "--extra",
+        action="store_true",
+        help="also RL against the simulated stack's own choices, and a candidate trained on another market",
+    )
     parser.add_argument("--out", type=Path, default=Path("out/ab_validity.json"))
     args = parser.parse_args(argv)
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    work = [(seed, args.positions, args.candidate_positions, args.resamples) for seed in seeds]
+    work = [(seed, args.positions, args.candidate_positions, args.resamples, args.extra) for seed in seeds]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_suffix(".seeds.jsonl")  # one line per finished seed, as they finish
+    partial.write_text("")
     rows: list[dict[str, Any]] = []
     with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
         for row in pool.imap(_run_seed_star, work):
             rows.append(row)
+            with partial.open("a") as out:
+                out.write(json.dumps(row) + "\n")
             ev = row["evaluate"]["checkpoint"]
-            ab_stack, ab_base = row["ab_stack"], row["ab_baseline"]
+            ab_base = row["ab_baseline"]
             print(
-                f"seed {row['seed']:3d}: A/A p={row['aa']['pnl_p_value']:.3f} | A/B stack: oracle pnl rl "
-                f"{ab_stack['oracle_expected_pnl'][RL_ARM]:+.3f} vs {ab_stack['oracle_expected_pnl'][CONTROL_ARM]:+.3f}"
-                f" p={ab_stack['pnl_p_value']:.2g} | A/B baseline: oracle pnl rl "
+                f"seed {row['seed']:3d}: A/A p={row['aa']['pnl_p_value']:.3f} | A/B baseline: oracle pnl rl "
                 f"{ab_base['oracle_expected_pnl'][RL_ARM]:+.3f} vs {ab_base['oracle_expected_pnl'][CONTROL_ARM]:+.3f}"
                 f" p={ab_base['pnl_p_value']:.2g}"
                 f" | evaluate DR covered meta {ev['meta']['covered']['DR']} sizing {ev['sizing']['covered']['DR']}"
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         f"A/A: no significant pnl difference at 5 % in {aa_ok[0]}/{n} seeds ({aa_ok[0] / n:.0%}); "
         f"none of the report's tests significant in {aa_all_ok[0]}/{n}",
     ]
-    for scenario in ("ab_baseline", "ab_stack"):
+    for scenario in ("ab_baseline", "ab_stack") if args.extra else ("ab_baseline",):
         better = [r for r in rows if r[scenario]["oracle_says_rl_better"]]
         detected = _share(better, lambda r, s=scenario: r[s]["detected_rl_better"])
         better_reward = [r for r in rows if r[scenario]["oracle_says_rl_better_reward"]]
@@ -199,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(p < 0.05) in {detected[0]}/{detected[1]}{share}. Higher expected reward in {len(better_reward)}/{n}; "
             f"both rewards detected in {detected_reward[0]}/{detected_reward[1]}"
         )
-    for candidate in ("checkpoint", "foreign"):
+    for candidate in ("checkpoint", "foreign") if args.extra else ("checkpoint",):
         coverage = {
             agent: {
                 name: _share(rows, lambda r, a=agent, e=name, c=candidate: r["evaluate"][c][a]["covered"][e])[0] / n
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_seed_star(work: tuple[int, int, int, int]) -> dict[str, Any]:
+def _run_seed_star(work: tuple[int, int, int, int, bool]) -> dict[str, Any]:
     return run_seed(*work)
 
 

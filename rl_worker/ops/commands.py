@@ -96,8 +96,12 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         await run_monitor(targets, continuous, interval, samples, Path(png) if png else None)
 
     @app.command(
-        option("--first-deploy", is_flag=True, default=False,
-               help="accept missing input topics and learning log (the first worker creates them)"),
+        option(
+            "--first-deploy",
+            is_flag=True,
+            default=False,
+            help="accept missing input topics and learning log (the first worker creates them)",
+        ),
         option("--timeout", type=float, default=10.0, show_default=True, help="seconds per broker / Redis call"),
         option("--json", "as_json", is_flag=True, default=False, help="print the checks as JSON"),
     )
@@ -141,3 +145,118 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         self.say(format_statuses(list(statuses), as_json))
         if not all(s.healthy for s in statuses):
             raise SystemExit(1)
+
+    @app.command(
+        argument("action", type=click_choice("report")),
+        option("--since", type=str, default=None, help="positions closed since: ISO-8601, epoch ms, or 24h / 7d ago"),
+        option("--json", "as_json", is_flag=True, default=False, help="print the report as JSON"),
+        option("--png", type=str, default=None, help="plot cumulative pnl and rolling win rate per arm to this PNG"),
+        option("--history", is_flag=True, default=False, help="list the stored reports and the trend of the verdicts"),
+    )
+    async def ab_test(self: Any, action: str, since: str | None, as_json: bool, png: str | None, history: bool) -> None:
+        """The A/B arms of RL_APP_ID side by side: per-arm figures, tests, the seed's go-live criteria.
+
+        Replays the learning log; per arm: positions, win rate, mean / total pnl, Sharpe (per trade and
+        annualised), max drawdown of the arm's own equity curve, mean rewards; between the arms: Welch
+        tests, the two-proportion test, bootstrap intervals of the Sharpe and max-drawdown differences,
+        the positions needed; then each criterion as pass / fail / not enough data. Every report is
+        stored in Redis; `--history` lists them, newest first.
+
+        Exit status: 0 for a report; 1 when there is nothing to compare (no positions, an empty arm)
+        or the log cannot be read; 2 on a usage error.
+        """
+        import json
+        import sys
+
+        from rl_worker.analysis.learning_log import LogTally
+        from rl_worker.ops.abtest import (
+            AbTestError,
+            ReportHistory,
+            build_report,
+            format_history,
+            format_report,
+            parse_since,
+            plot_report,
+        )
+        from rl_worker.ops.learning_log import LearningLogError, replay_learning_log
+
+        if history:
+            store = ReportHistory(settings)
+            try:
+                entries = await store.entries()
+            finally:
+                await store.close()
+            self.say(json.dumps(entries, indent=2) if as_json else format_history(settings.app_id, entries))
+            return
+        try:
+            since_ms = parse_since(since)
+        except AbTestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        tally = LogTally(settings.core, settings.policy, since_ms)
+        try:
+            result = await replay_learning_log(settings, tally)
+        except LearningLogError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        try:
+            report = build_report(settings, result, since_ms)
+        except AbTestError as exc:
+            if exc.report is not None and exc.report["log"]["positions"]:
+                self.say(json.dumps(exc.report, indent=2) if as_json else format_report(exc.report))
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        store = ReportHistory(settings)
+        try:
+            await store.push(report)
+        finally:
+            await store.close()
+        self.say(json.dumps(report, indent=2) if as_json else format_report(report))
+        if png:
+            arms = [settings.policy, settings.ab.control_policy]
+            path = plot_report(tally, arms, Path(png))
+            if not as_json:
+                self.say(f"plot: {path.resolve()}")
+
+    @app.command(
+        option(
+            "--candidate", type=str, required=True, help="OFFSET (a checkpoint of RL_APP_ID), APP_ID or APP_ID@OFFSET"
+        ),
+        option("--since", type=str, default=None, help="decisions of positions closed since (as ab-test --since)"),
+        option("--json", "as_json", is_flag=True, default=False, help="print the estimates as JSON"),
+    )
+    async def evaluate(self: Any, candidate: str, since: str | None, as_json: bool) -> None:
+        """Off-policy estimates (IPS, SNIPS, DR) of a candidate checkpoint on RL_APP_ID's logged decisions.
+
+        What the candidate's greedy policy would have earned per decision, per agent, with bootstrap
+        intervals and the effective sample size, and a warning when the logged propensities are too
+        small to trust the estimate. Judge a backfilled or re-tuned candidate with it before a promote.
+
+        Exit status: 0 with estimates; 1 for an unknown candidate, an unreadable log or nothing logged
+        to evaluate on; 2 on a usage error.
+        """
+        import json
+        import sys
+
+        from rl_worker.analysis.learning_log import LogTally
+        from rl_worker.ops.abtest import AbTestError, parse_since
+        from rl_worker.ops.evaluate import EvaluateError, evaluate_candidate, format_evaluation, load_candidate
+        from rl_worker.ops.learning_log import LearningLogError, replay_learning_log
+
+        try:
+            since_ms = parse_since(since)
+        except AbTestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        try:
+            replica, name = await load_candidate(settings, candidate)
+            tally = LogTally(settings.core, settings.policy, since_ms)
+            await replay_learning_log(settings, tally)
+            reports = evaluate_candidate(replica, {"meta": tally.meta, "sizing": tally.sizing}, settings)
+        except (EvaluateError, LearningLogError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if as_json:
+            self.say(json.dumps({"candidate": name, "agents": {a: r.as_dict() for a, r in reports.items()}}, indent=2))
+        else:
+            self.say(format_evaluation(name, reports))

@@ -15,7 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rl_worker.analysis.tracker import PerformanceTracker
 from rl_worker.contract import MAX_POSITION_ID_BYTES, InvalidEventError, decode_event
+from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import ModelReplica
 from rl_worker.positions import Emit, JoinResult, PositionJoiner, RowReader
@@ -51,7 +53,12 @@ class WorkerRuntime:
         self.settings = settings
         self.metrics = WorkerMetrics()
         self.replica = ModelReplica(settings.core)
-        self.joiner = PositionJoiner(self.replica, settings.policy, now_ms)
+        ab = settings.ab
+        self.joiner = PositionJoiner(
+            self.replica, settings.policy, now_ms, ab.control_share, ab.control_policy, ab.baseline
+        )
+        self.performance = PerformanceTracker((settings.policy, ab.control_policy))
+        self._explored = {"meta": [0, 0], "sizing": [0, 0]}  # RL-arm decisions: explored, all
         self.checkpointer = Checkpointer(self.replica, store, settings.checkpoint, self.metrics)
         self.ready = asyncio.Event()
         self.expected_type = event_type_by_topic(settings.topics)
@@ -88,9 +95,7 @@ class WorkerRuntime:
             except UnicodeDecodeError:
                 raise InvalidEventError("record key is not UTF-8", "InvalidKey") from None
             if len(key) > MAX_POSITION_ID_BYTES:
-                raise InvalidEventError(
-                    f"record key of {len(key)} bytes exceeds {MAX_POSITION_ID_BYTES}", "InvalidKey"
-                )
+                raise InvalidEventError(f"record key of {len(key)} bytes exceeds {MAX_POSITION_ID_BYTES}", "InvalidKey")
             event = decode_event(value, self.expected_type.get(topic), self.settings.max_record_bytes)
             if event.position_id != position_id:
                 raise InvalidEventError(
@@ -118,6 +123,11 @@ class WorkerRuntime:
                 self.metrics.outcomes_published.inc()
                 continue
             agent, explored = emit.agent, emit.explored
+            self.metrics.decisions_by_arm.labels(agent, self.performance.label(emit.policy)).inc()
+            if emit.policy == self.settings.policy and agent in self._explored:
+                tally = self._explored[agent]
+                tally[0] += explored
+                tally[1] += 1
             counter = self._decision_counters.get((agent, explored))
             if counter is None:
                 counter = self._decision_counters[(agent, explored)] = self.metrics.decisions.labels(
@@ -150,6 +160,13 @@ class WorkerRuntime:
             return False
         self.metrics.outcomes_applied.inc()
         self.checkpointer.note_applied()
+        arm, _ = self.performance.record(outcome)
+        m = self.metrics
+        m.actions.labels("meta", META_ACTIONS[outcome.meta.action_index].strategy, arm).inc()
+        m.actions.labels("sizing", str(SIZING_ACTIONS[outcome.sizing.action_index].leverage), arm).inc()
+        for agent, step in (("meta", outcome.meta), ("sizing", outcome.sizing)):
+            if step.decided_action_index is not None:
+                m.overrides.labels(agent, arm).inc()
         return True
 
     def after_batch(self) -> None:
@@ -168,6 +185,25 @@ class WorkerRuntime:
         if r.n_updates:
             m.mean_reward.labels("meta").set(r.meta_reward_total / r.n_updates)
             m.mean_reward.labels("sizing").set(r.size_reward_total / r.n_updates)
+        m.winrate.set(r.winrate.winrate)
+        m.account_health.set(r.equity.health)
+        for agent, (explored, total) in self._explored.items():
+            if total:
+                m.explored_share.labels(agent).set(explored / total)
+        for arm, performance in self.performance.arms.items():
+            m.arm_positions.labels(arm).set(performance.positions)
+            m.arm_win_rate.labels(arm).set(performance.win_rate)
+            m.arm_rolling_win_rate.labels(arm).set(performance.rolling_win_rate)
+            m.arm_sharpe.labels(arm).set(performance.sharpe_per_trade)
+            m.arm_max_drawdown.labels(arm).set(performance.max_drawdown_pct)
+            m.arm_pnl_total.labels(arm).set(performance.total_pnl_pct)
+        summaries = r.episodes.summaries
+        m.episodes.set(r.episodes.episode)
+        if summaries:
+            last = summaries[-1]
+            m.episode_reward.set(last.total_reward)
+            m.episode_steps.set(last.steps)
+            m.episode_duration.set(last.duration_ms / 1000)
 
     def health(self) -> dict[str, Any]:
         r = self.replica
@@ -184,6 +220,20 @@ class WorkerRuntime:
                 "sizing": r.size_reward_total / r.n_updates if r.n_updates else None,
             },
             "q_states": {"meta": len(r.meta_table), "sizing": len(r.sizing_table)},
+            "trading": {
+                "winrate": r.winrate.winrate,
+                "account_health": r.equity.health,
+                "explored_share": {
+                    agent: explored / total if total else None for agent, (explored, total) in self._explored.items()
+                },
+                "control_share": self.settings.ab.control_share,
+                "arms": self.performance.as_dict(),
+                "since": "the log this worker applied since it started (after its restored checkpoint)",
+            },
+            "episodes": {
+                "ended": r.episodes.episode,
+                "last": [summary.as_dict() for summary in list(r.episodes.summaries)[-5:]],
+            },
             "checkpoint": self.checkpointer.health(),
             "first_decision_after_s": None
             if self.first_decision_ms is None

@@ -1,0 +1,125 @@
+"""`rl-worker evaluate`: off-policy estimates of what a candidate model would have earned on the logged decisions.
+
+The candidate is a checkpoint: `OFFSET` (a checkpoint of this app id), `APP_ID` (the latest
+checkpoint of that namespace, e.g. a backfilled one) or `APP_ID@OFFSET`. The logged data are
+the RL arm's decisions in this app id's learning log (`--since` limits them by close time) that
+were traded as published and carry a propensity. Per agent: IPS, SNIPS and DR
+(`rl_worker.analysis.off_policy`, the candidate's greedy policy, its Q-values as the reward
+model) with bootstrap intervals, the effective sample size, and warnings when the logged
+propensities cannot support the estimate; beside them, what the logged decisions earned.
+
+Exit status: 0 with estimates; 1 when the candidate is unknown or unreadable, or nothing was
+logged to evaluate on; 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from rl_worker.analysis.learning_log import AgentColumns
+from rl_worker.analysis.off_policy import OffPolicyReport, estimate_off_policy, logged_decisions_for_candidate
+from rl_worker.core.exceptions import SnapshotError
+from rl_worker.core.replica import ModelReplica
+from rl_worker.core.snapshot import decode_replica
+from rl_worker.errors import RlWorkerError
+from rl_worker.settings import Settings
+from rl_worker.stream.checkpoints import RedisCheckpointStore
+
+__all__ = ["EvaluateError", "evaluate_candidate", "format_evaluation", "load_candidate", "parse_candidate"]
+
+
+class EvaluateError(RlWorkerError):
+    """Unknown candidate, or nothing logged to evaluate on."""
+
+
+def parse_candidate(text: str, app_id: str) -> tuple[str, int | None]:
+    """`OFFSET` -> (this app id, offset); `APP_ID` -> (it, latest); `APP_ID@OFFSET` -> (it, offset)."""
+    text = text.strip()
+    if not text:
+        raise EvaluateError("--candidate is empty: give OFFSET, APP_ID or APP_ID@OFFSET")
+    if text.lstrip("-").isdigit():
+        return app_id, int(text)
+    name, at, offset = text.rpartition("@")
+    if at and offset.lstrip("-").isdigit() and name:
+        return name, int(offset)
+    return text, None
+
+
+async def load_candidate(settings: Settings, candidate: str) -> tuple[ModelReplica, str]:
+    """The candidate's replica from Redis, and a name for it; EvaluateError when it is not there."""
+    app_id, offset = parse_candidate(candidate, settings.app_id)
+    store = RedisCheckpointStore(settings.redis_url.get_secret_value(), f"rl_worker:{app_id}")
+    try:
+        if offset is None:
+            offset = await store.latest_offset()
+            if offset is None:
+                raise EvaluateError(f"unknown candidate {candidate!r}: app id {app_id!r} has no checkpoint in Redis")
+        data = await store.load(offset)
+    finally:
+        await store.close()
+    if data is None:
+        raise EvaluateError(f"unknown candidate {candidate!r}: no checkpoint {app_id}@{offset} in Redis")
+    try:
+        replica = decode_replica(data, settings.core)
+    except SnapshotError as exc:
+        raise EvaluateError(f"candidate {app_id}@{offset} does not load under this configuration: {exc}") from None
+    return replica, f"{app_id}@{offset}"
+
+
+def evaluate_candidate(
+    candidate: ModelReplica, columns: dict[str, AgentColumns], settings: Settings, seed: int = 0
+) -> dict[str, OffPolicyReport]:
+    """Both agents' estimates; EvaluateError when neither agent has logged decisions."""
+    if all(len(c) == 0 for c in columns.values()):
+        raise EvaluateError(
+            "no logged RL-arm decisions to evaluate on (none in the window, all overridden, or logged "
+            "before propensities were recorded)"
+        )
+    hyper = candidate.hyperparameters
+    reports = {}
+    for agent, table in (("meta", candidate.meta_table), ("sizing", candidate.sizing_table)):
+        logged = columns[agent]
+        if not len(logged):
+            continue
+        alpha = getattr(hyper, agent).alpha
+        decisions = logged_decisions_for_candidate(
+            agent,
+            table,
+            logged.state_keys,
+            logged.masks,
+            logged.actions,
+            logged.propensities,
+            logged.rewards,
+            min_visits=math.ceil(3 / alpha),
+        )
+        reports[agent] = estimate_off_policy(
+            decisions, np.random.default_rng(seed), n_resamples=settings.ab.bootstrap_resamples
+        )
+    return reports
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:+.4f}"
+
+
+def format_evaluation(name: str, reports: dict[str, OffPolicyReport]) -> str:
+    lines = [f"off-policy evaluation of {name} (its greedy policy) on the logged RL-arm decisions"]
+    for agent, report in reports.items():
+        lines += [
+            "",
+            f"{agent}: {report.decisions} decisions, logged policy earned {_num(report.logged_value)} per decision; "
+            f"effective sample size {report.effective_sample_size:.1f}, candidate agrees on {report.agreement:.0%}",
+        ]
+        for estimate in report.estimates.values():
+            lines.append(
+                f"  {estimate.estimator:<6} {_num(estimate.value)}  {report.confidence:.0%} CI "
+                f"[{_num(estimate.ci_low)}, {_num(estimate.ci_high)}]"
+            )
+        for warning in report.warnings:
+            lines.append(f"  warning: {warning}")
+        if report.trustworthy:
+            lines.append("  the logged propensities support these estimates")
+    return "\n".join(lines)
