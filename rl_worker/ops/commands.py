@@ -47,12 +47,25 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--workers", type=int, default=2, show_default=True, help="worker processes in the group"),
         option("--out", type=str, default="out", show_default=True, help="folder for the PNG and logs"),
         option("--no-live", is_flag=True, default=False, help="print a summary instead of a live table"),
+        option(
+            "--control-share",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="share of positions the stack's own choices decide (control arm); the summary adds the A/B verdict",
+        ),
     )
-    async def demo(self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool) -> None:
+    async def demo(
+        self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool, control_share: float
+    ) -> None:
         """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
         from rl_worker.ops.demo import run_demo
 
-        result = await run_demo(settings, positions, seed, workers, Path(out), live=not no_live)
+        if not 0.0 <= control_share <= 1.0:
+            raise SystemExit("--control-share must lie in [0, 1]")
+        result = await run_demo(
+            settings, positions, seed, workers, Path(out), live=not no_live, control_share=control_share
+        )
         snap = result.progress.report.snapshot()
         self.say(
             f"done: {result.progress.closed} positions in {result.progress.elapsed_s:.1f} s; "
@@ -65,6 +78,8 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             f"checkpoint: {result.redis_url} key {result.namespace}:ckpt:{result.checkpoint_offset} "
             f"(latest pointer {result.namespace}:ckpt:latest)"
         )
+        if result.ab_verdict is not None:
+            self.say(result.ab_verdict)
 
     @app.command(
         argument("action", type=click_choice("list", "show")),

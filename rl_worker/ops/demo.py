@@ -38,6 +38,7 @@ class DemoResult:
     namespace: str
     checkpoint_offset: int | None
     health: list[dict[str, Any]] = field(default_factory=list)
+    ab_verdict: str | None = None  # with a control share: the A/B report's verdict line
 
 
 @contextmanager
@@ -51,9 +52,7 @@ def demo_services(configured: Settings, workdir: Path) -> Iterator[tuple[str, st
             started.append(broker)
             bootstrap = broker.bootstrap
             console.print(f"embedded broker (tansu) on {bootstrap}")
-        redis_url = (
-            configured.redis_url.get_secret_value() if "redis_url" in configured.model_fields_set else None
-        )
+        redis_url = configured.redis_url.get_secret_value() if "redis_url" in configured.model_fields_set else None
         if not redis_url:
             redis_url = "redis://127.0.0.1:6379/0"
             if not redis_answers(redis_url):
@@ -152,7 +151,13 @@ def plot_learning(progress: SimulationProgress, health_log: list[dict[str, Any]]
 
 
 async def run_demo(
-    configured: Settings, positions: int, seed: int, workers: int, out_dir: Path, live: bool = True
+    configured: Settings,
+    positions: int,
+    seed: int,
+    workers: int,
+    out_dir: Path,
+    live: bool = True,
+    control_share: float = 0.0,
 ) -> DemoResult:
     run = time.strftime("%Y%m%d-%H%M%S")
     workdir = (out_dir / f"demo-{run}").resolve()  # the workers run in it: no relative paths
@@ -173,6 +178,7 @@ async def run_demo(
             ),
             core=demo_core_config(),
             checkpoint=CheckpointSettings(every_outcomes=500, interval_s=5.0),
+            ab=configured.ab.model_copy(update={"control_share": control_share}),
         )
         from rl_worker.stream.topics import ensure_topics
 
@@ -206,6 +212,7 @@ async def run_demo(
                     display.stop()
             final = await asyncio.to_thread(_wait_applied, procs, positions)
             health_log.append(final | {"closed": progress.closed})
+            ab_verdict = await _ab_verdict(settings, workdir) if control_share > 0 else None
             png = workdir / "learning.png"
             plot_learning(progress, health_log, png)
         finally:
@@ -219,7 +226,28 @@ async def run_demo(
             await store.close()
         if not live:
             console.print(_live_table(progress, final))
-        return DemoResult(progress, png, redis_url, settings.redis_namespace, checkpoint, health_log)
+        return DemoResult(progress, png, redis_url, settings.redis_namespace, checkpoint, health_log, ab_verdict)
+
+
+async def _ab_verdict(settings: Settings, workdir: Path) -> str:
+    """The A/B report over the demo's learning log: its verdict lines (the full report goes to ab-report.txt)."""
+    from rl_worker.analysis.learning_log import LogTally
+    from rl_worker.ops.abtest import AbTestError, build_report, format_report
+    from rl_worker.ops.learning_log import replay_learning_log
+
+    tally = LogTally(settings.core, settings.policy)
+    result = await replay_learning_log(settings, tally)
+    try:
+        report = build_report(settings, result, None)
+    except AbTestError as exc:
+        return f"A/B: {exc}"
+    (workdir / "ab-report.txt").write_text(format_report(report) + "\n")
+    arms = report["arms"]
+    comparison = report["comparison"]
+    return (
+        f"A/B ({arms['rl']['positions']} RL / {arms['control']['positions']} control positions): "
+        f"{comparison['verdict']}; go-live criteria: {report['verdict']} (report: {workdir / 'ab-report.txt'})"
+    )
 
 
 def _wait_applied(procs: WorkerProcesses, positions: int, timeout_s: float = 30.0) -> dict[str, Any]:

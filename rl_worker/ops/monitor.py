@@ -51,6 +51,37 @@ def _table(samples: dict[str, list[dict[str, Any]]]) -> Table:
     return table
 
 
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _trading_table(samples: dict[str, list[dict[str, Any]]]) -> Table | None:
+    """Per worker and arm: the trading figures of /health (None when no worker reports any)."""
+    table = Table(title="trading performance (per arm, from the log each worker applied)")
+    for column in ("worker", "arm", "positions", "win rate", "last 100", "mean pnl %", "Sharpe/trade",
+                   "max DD %", "overrides", "explored", "account health"):
+        table.add_column(column)
+    rows = 0
+    for url, series in samples.items():
+        health = series[-1]["health"] if series else None
+        trading = (health or {}).get("trading")
+        if not trading:
+            continue
+        explored = trading.get("explored_share") or {}
+        explored_text = " ".join(f"{a} {_fmt(v, '.1%')}" for a, v in explored.items())
+        for arm, figures in trading["arms"].items():
+            overrides = figures.get("overrides") or {}
+            table.add_row(
+                url, arm, str(figures["positions"]), _fmt(figures["win_rate"], ".3f"),
+                _fmt(figures["rolling_win_rate"], ".3f"), _fmt(figures["mean_pnl_pct"], "+.3f"),
+                _fmt(figures["sharpe_per_trade"], "+.3f"), _fmt(figures["max_drawdown_pct"], ".1f"),
+                " ".join(f"{a} {n}" for a, n in overrides.items()) or "0",
+                explored_text, _fmt(trading.get("account_health"), ".2f"),
+            )
+            rows += 1
+    return table if rows else None
+
+
 def plot_samples(samples: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
@@ -96,6 +127,9 @@ async def run_monitor(
                 series[url].append({"t": time.monotonic(), "health": await asyncio.to_thread(fetch_health, url)})
             taken += 1
             console.print(_table(series))
+            trading = _trading_table(series)
+            if trading is not None:
+                console.print(trading)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     if png is not None:

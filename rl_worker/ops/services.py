@@ -123,6 +123,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RL_TOPICS": settings.topics.model_dump_json(),
         "RL_CORE": settings.core.model_dump_json(),
         "RL_CHECKPOINT": settings.checkpoint.model_dump_json(),
+        "RL_AB": settings.ab.model_dump_json(),
         "RL_PARTITIONS": str(settings.partitions),
     }
 
