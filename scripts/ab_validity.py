@@ -37,7 +37,7 @@ import numpy as np
 
 from rl_worker.analysis.comparison import compare_arms
 from rl_worker.analysis.off_policy import ESTIMATORS, estimate_off_policy, logged_decisions_for_candidate
-from rl_worker.core.arms import CONTROL_ARM, RL_ARM
+from rl_worker.core.arms import CONTROL_ARM, RL_ARM, BaselinePolicy
 from rl_worker.core.snapshot import decode_replica
 from rl_worker.sim.ab import AgentLog, run_offline_ab
 from rl_worker.sim.demo_config import demo_core_config
@@ -98,14 +98,40 @@ def ab_figures(run: Any, seed: int, resamples: int) -> dict[str, Any]:
     }
 
 
-def run_seed(seed: int, positions: int, candidate_positions: int, resamples: int, extra: bool) -> dict[str, Any]:
+def run_seed(
+    seed: int, positions: int, candidate_positions: int, resamples: int, extra: bool, uniform: bool = False
+) -> dict[str, Any]:
     config = demo_core_config(seed)
     started = time.perf_counter()
+    half = positions // 2
+    evaluation: dict[str, Any] = {}
+    if uniform:
+        # evaluate on logs that explore: the control arm draws uniformly among the allowed actions
+        # (propensity 1/|A|); the candidate is the replica's half-way checkpoint, the logged decisions
+        # are the control arm's after it
+        explored = run_offline_ab(
+            positions,
+            seed + 9_000,
+            config,
+            0.5,
+            policies={RL_ARM: "rl", CONTROL_ARM: "baseline"},
+            baseline=BaselinePolicy(kind="uniform"),
+            snapshot_at=half,
+            log_arm=CONTROL_ARM,
+        )
+        assert explored.snapshot is not None
+        uniform_candidate = decode_replica(explored.snapshot, config)
+        evaluation["uniform_logs"] = {}
+        for agent, log in (("meta", explored.meta.since(half)), ("sizing", explored.sizing.since(half))):
+            table = uniform_candidate.meta_table if agent == "meta" else uniform_candidate.sizing_table
+            evaluation["uniform_logs"][agent] = evaluate_candidate(
+                log, table, agent, seed, resamples, math.ceil(3 / config.qlearning.alpha)
+            )
+        return {"seed": seed, "evaluate": evaluation, "seconds": time.perf_counter() - started}
     aa = run_offline_ab(
         positions, seed, config, 0.5, policies={RL_ARM: "rl", CONTROL_ARM: "rl"}, keep_log=False, score=False
     )
     # RL against a stack without choices: the fixed baseline (dual_momentum / xgb / 0.5, 0.6 x 3)
-    half = positions // 2
     baseline = run_offline_ab(
         positions, seed + 7_000, config, 0.5, policies={RL_ARM: "rl", CONTROL_ARM: "baseline"}, snapshot_at=half
     )
@@ -117,7 +143,7 @@ def run_seed(seed: int, positions: int, candidate_positions: int, resamples: int
         foreign = run_offline_learning(candidate_positions, seed + 10_000, demo_core_config(seed + 10_000)).replica
         assert foreign is not None
         candidates["foreign"] = foreign
-    evaluation: dict[str, Any] = {name: {} for name in candidates}
+    evaluation |= {name: {} for name in candidates}
     for agent, log in (("meta", baseline.meta.since(half)), ("sizing", baseline.sizing.since(half))):
         for name, candidate in candidates.items():
             table = candidate.meta_table if agent == "meta" else candidate.sizing_table
@@ -150,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positions", type=int, default=5000)
     parser.add_argument("--candidate-positions", type=int, default=1000)
     parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument(
+        "--uniform-logs",
+        action="store_true",
+        help="only the evaluate figure, on logs of a control arm that draws uniformly (propensity 1/|A|)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument(
         "--extra",
@@ -160,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    work = [(seed, args.positions, args.candidate_positions, args.resamples, args.extra) for seed in seeds]
+    work = [
+        (seed, args.positions, args.candidate_positions, args.resamples, args.extra, args.uniform_logs)
+        for seed in seeds
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_suffix(".seeds.jsonl")  # one line per finished seed, as they finish
     partial.write_text("")
@@ -170,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             with partial.open("a") as out:
                 out.write(json.dumps(row) + "\n")
+            if args.uniform_logs:
+                ev = row["evaluate"]["uniform_logs"]
+                print(
+                    f"seed {row['seed']:3d}: evaluate on uniform logs, covered: "
+                    + "; ".join(f"{a} " + ", ".join(f"{k} {v}" for k, v in ev[a]["covered"].items()) for a in ev)
+                    + f" ({row['seconds']:.0f} s)",
+                    flush=True,
+                )
+                continue
             ev = row["evaluate"]["checkpoint"]
             ab_base = row["ab_baseline"]
             print(
@@ -181,20 +224,23 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     n = len(rows)
-    aa_ok = _share(rows, lambda r: not r["aa"]["significant"])
-    aa_all_ok = _share(rows, lambda r: not r["aa"]["any_test_significant"])
     summary: dict[str, Any] = {
         "seeds": n,
         "positions": args.positions,
-        "aa_no_significant_pnl_difference": aa_ok,
-        "aa_no_significant_difference_in_any_test": aa_all_ok,
         "targets": {"aa": 0.9, "ab": 0.8, "evaluate": 0.9},
     }
-    lines = [
-        f"A/A: no significant pnl difference at 5 % in {aa_ok[0]}/{n} seeds ({aa_ok[0] / n:.0%}); "
-        f"none of the report's tests significant in {aa_all_ok[0]}/{n}",
-    ]
-    for scenario in ("ab_baseline", "ab_stack") if args.extra else ("ab_baseline",):
+    lines = []
+    if not args.uniform_logs:
+        aa_ok = _share(rows, lambda r: not r["aa"]["significant"])
+        aa_all_ok = _share(rows, lambda r: not r["aa"]["any_test_significant"])
+        summary["aa_no_significant_pnl_difference"] = aa_ok
+        summary["aa_no_significant_difference_in_any_test"] = aa_all_ok
+        lines.append(
+            f"A/A: no significant pnl difference at 5 % in {aa_ok[0]}/{n} seeds ({aa_ok[0] / n:.0%}); "
+            f"none of the report's tests significant in {aa_all_ok[0]}/{n}"
+        )
+    scenarios = () if args.uniform_logs else ("ab_baseline", "ab_stack") if args.extra else ("ab_baseline",)
+    for scenario in scenarios:
         better = [r for r in rows if r[scenario]["oracle_says_rl_better"]]
         detected = _share(better, lambda r, s=scenario: r[s]["detected_rl_better"])
         better_reward = [r for r in rows if r[scenario]["oracle_says_rl_better_reward"]]
@@ -211,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(p < 0.05) in {detected[0]}/{detected[1]}{share}. Higher expected reward in {len(better_reward)}/{n}; "
             f"both rewards detected in {detected_reward[0]}/{detected_reward[1]}"
         )
-    for candidate in ("checkpoint", "foreign") if args.extra else ("checkpoint",):
+    candidates = (
+        ("uniform_logs",) if args.uniform_logs else ("checkpoint", "foreign") if args.extra else ("checkpoint",)
+    )
+    for candidate in candidates:
         coverage = {
             agent: {
                 name: _share(rows, lambda r, a=agent, e=name, c=candidate: r["evaluate"][c][a]["covered"][e])[0] / n
@@ -263,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_seed_star(work: tuple[int, int, int, int, bool]) -> dict[str, Any]:
+def _run_seed_star(work: tuple[int, int, int, int, bool, bool]) -> dict[str, Any]:
     return run_seed(*work)
 
 

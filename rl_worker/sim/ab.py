@@ -38,7 +38,7 @@ ArmPolicy = Literal["rl", "stack", "baseline"]
 
 @dataclass
 class AgentLog:
-    """One agent's logged decisions in the RL arm, with the oracle's expected reward of every action."""
+    """One agent's logged decisions in one arm, with the oracle's expected reward of every action."""
 
     state_keys: list[str] = field(default_factory=list)
     masks: list[ActionMask] = field(default_factory=list)
@@ -88,10 +88,12 @@ def run_offline_ab(
     keep_log: bool = True,
     snapshot_at: int | None = None,
     score: bool = True,
+    log_arm: str = RL_ARM,
 ) -> OfflineAB:
     """Run `n_positions` positions; `policies` maps each arm to its policy (default rl / stack;
     {"rl": "rl", "control": "rl"} is an A/A run: one policy behind both arms). `score=False` skips the
-    oracle's expected pnl and reward of the arms (then 0)."""
+    oracle's expected pnl and reward of the arms (then 0). `log_arm` is the arm whose decisions the
+    off-policy logs keep (with the propensities of the policy that traded them)."""
     policies = policies or {RL_ARM: "rl", CONTROL_ARM: "stack"}
     baseline = baseline or BaselinePolicy()
     sim_config = (sim_config or SimConfig()).model_copy(update={"core": core_config})
@@ -118,6 +120,7 @@ def run_offline_ab(
         sizing_mask = sizing_action_mask(*limits)
         signal, execution = opened.signal, opened.execution
         choices = {"rl": (meta_record["action_index"], sizing_record["action_index"])}
+        propensities = {"rl": (meta_record["propensity"], sizing_record["propensity"])}
         for name, meta_choice, sizing_choice in (
             (
                 "stack",
@@ -127,18 +130,14 @@ def run_offline_ab(
             ("baseline", (None, None, None), (None, None)),
         ):
             if name in policies.values():
-                choices[name] = (
-                    control_meta(
-                        meta_choice, baseline, meta_mask, control_random.stream(f"{opened.position_id}:meta")
-                    ).action,
-                    control_sizing(
-                        sizing_choice,
-                        baseline,
-                        limits,
-                        sizing_mask,
-                        control_random.stream(f"{opened.position_id}:sizing"),
-                    ).action,
+                meta_control = control_meta(
+                    meta_choice, baseline, meta_mask, control_random.stream(f"{opened.position_id}:meta")
                 )
+                sizing_control = control_sizing(
+                    sizing_choice, baseline, limits, sizing_mask, control_random.stream(f"{opened.position_id}:sizing")
+                )
+                choices[name] = (meta_control.action, sizing_control.action)
+                propensities[name] = (meta_control.propensity, sizing_control.propensity)
         for name in (RL_ARM, CONTROL_ARM) if score else ():
             m, s = choices[policies[name]]
             oracle_sum[name] += _exposure(s) * market.expected_return(opened, m)
@@ -146,7 +145,8 @@ def run_offline_ab(
                 market.expected_meta_rewards(opened, s)[m] + market.expected_size_rewards(opened, m)[s]
             )
         traded_meta, traded_sizing = choices[policies[arm]]
-        if keep_log and arm == RL_ARM and policies[arm] == "rl":
+        logged = keep_log and arm == log_arm
+        if logged:
             expected_meta = market.expected_meta_rewards(opened, traded_sizing)
             expected_size = market.expected_size_rewards(opened, traded_meta)
         close = market.close_position(opened, traded_meta, traded_sizing)
@@ -165,15 +165,16 @@ def run_offline_ab(
         columns[arm]["pnl"].append(close["pnl_pct"])
         columns[arm]["meta"].append(applied.meta_reward)
         columns[arm]["size"].append(applied.size_reward)
-        if keep_log and arm == RL_ARM and policies[arm] == "rl":
-            for log, record, mask, reward, expected in (
-                (meta_log, meta_record, meta_mask, applied.meta_reward, expected_meta),
-                (sizing_log, sizing_record, sizing_mask, applied.size_reward, expected_size),
+        if logged:
+            meta_p, sizing_p = propensities[policies[arm]]
+            for log, record, mask, reward, expected, action, propensity in (
+                (meta_log, meta_record, meta_mask, applied.meta_reward, expected_meta, traded_meta, meta_p),
+                (sizing_log, sizing_record, sizing_mask, applied.size_reward, expected_size, traded_sizing, sizing_p),
             ):
                 log.state_keys.append(record["state_key"])
                 log.masks.append(mask)
-                log.actions.append(record["action_index"])
-                log.propensities.append(record["propensity"])
+                log.actions.append(action)
+                log.propensities.append(propensity)
                 log.rewards.append(reward)
                 log.expected.append(expected)
                 log.positions.append(i)
