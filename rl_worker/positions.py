@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rl_worker.contract import InvalidEventError, PositionClosed, SignalGenerated, TradeExecuted
-from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, effective_limits, sizing_mask
+from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, effective_limits, sizing_action_mask
 from rl_worker.core.exceptions import NoAllowedActionError
 from rl_worker.core.market import MarketFeatures, compute_market_features
 from rl_worker.core.outcome import Outcome
@@ -141,7 +141,7 @@ class PositionJoiner:
         if isinstance(event, TradeExecuted):
             limits = effective_limits(self.replica.config.risk, event.max_size_multiplier, event.max_leverage)
             try:
-                sizing_mask(*limits)
+                sizing_action_mask(*limits)
             except NoAllowedActionError as exc:
                 raise InvalidEventError(str(exc), "NoAllowedAction") from None
             return {
