@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -159,11 +160,12 @@ async def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     with demo_services(configured, workdir) as (bootstrap, redis_url):
         prefix = f"demo-{run}"
-        settings = Settings(
-            kafka_bootstrap=bootstrap,
-            redis_url=redis_url,
-            app_id=f"rl-{prefix}",
-            topics=TopicNames(
+        # Derived from the settings the command was started with (the one Settings of the entry point).
+        settings = configured.model_copy(update={
+            "kafka_bootstrap": bootstrap,
+            "redis_url": SecretStr(redis_url),
+            "app_id": f"rl-{prefix}",
+            "topics": TopicNames(
                 signals=f"{prefix}.trading.signals",
                 executions=f"{prefix}.trading.executions",
                 closes=f"{prefix}.trading.closes",
@@ -171,9 +173,9 @@ async def run_demo(
                 dead_letter=f"{prefix}.rl.dead-letter",
                 outcomes=f"{prefix}.rl.outcomes",
             ),
-            core=demo_core_config(),
-            checkpoint=CheckpointSettings(every_outcomes=500, interval_s=5.0),
-        )
+            "core": demo_core_config(),
+            "checkpoint": CheckpointSettings(every_outcomes=500, interval_s=5.0),
+        })
         from rl_worker.stream.topics import ensure_topics
 
         await ensure_topics(settings)
