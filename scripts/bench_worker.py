@@ -59,6 +59,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rl_worker.ops.services import EmbeddedBroker, WorkerProcess
+from rl_worker.settings import TopicNames
 from rl_worker.sim import events as factories
 
 LOOPBACK = "127.0.0.1"
@@ -254,14 +255,7 @@ class WorkerTopics:
         return f"bench{self.uid}.{what}"
 
     def env(self) -> dict[str, str]:
-        return {
-            "RL_TOPICS__SIGNALS": self.name("signals"),
-            "RL_TOPICS__EXECUTIONS": self.name("executions"),
-            "RL_TOPICS__CLOSES": self.name("closes"),
-            "RL_TOPICS__DECISIONS": self.name("decisions"),
-            "RL_TOPICS__DEAD_LETTER": self.name("dead-letter"),
-            "RL_TOPICS__OUTCOMES": self.name("outcomes"),
-        }
+        return {f"RL_TOPICS__{field.upper()}": self.name(field.replace("_", "-")) for field in TopicNames.model_fields}
 
 
 def start_worker(

@@ -165,14 +165,7 @@ async def run_demo(
             "kafka_bootstrap": bootstrap,
             "redis_url": SecretStr(redis_url),
             "app_id": f"rl-{prefix}",
-            "topics": TopicNames(
-                signals=f"{prefix}.trading.signals",
-                executions=f"{prefix}.trading.executions",
-                closes=f"{prefix}.trading.closes",
-                decisions=f"{prefix}.rl.decisions",
-                dead_letter=f"{prefix}.rl.dead-letter",
-                outcomes=f"{prefix}.rl.outcomes",
-            ),
+            "topics": TopicNames(**{field: f"{prefix}.{name}" for field, name in TopicNames().model_dump().items()}),
             "core": demo_core_config(),
             "checkpoint": CheckpointSettings(every_outcomes=500, interval_s=5.0),
         })

@@ -37,15 +37,17 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> int:
     """Create missing topics; return the input topics' (common) partition count.
 
     Existing input topics keep their partition count; they must all have the same one
-    (co-partitioned by position id). Missing inputs, decisions and dead letters get that
-    count (or `settings.partitions` when no input exists yet); the outcomes log gets one.
+    (co-partitioned by position id). Every other missing topic of `settings.topics` (decisions,
+    dead letters, any output added there) gets that count (or `settings.partitions` when no
+    input exists yet); the outcomes log gets one.
     """
     t = settings.topics
     inputs = [t.signals, t.executions, t.closes]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
-        counts = await _partition_counts(admin, [*inputs, t.decisions, t.dead_letter, t.outcomes])
+        every = t.model_dump()  # field -> topic name: every topic of the settings is laid out here
+        counts = await _partition_counts(admin, list(every.values()))
         input_counts = {counts[n] for n in inputs if n in counts}
         if len(input_counts) > 1:
             raise TopicLayoutError(
@@ -54,7 +56,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> int:
         partitions = input_counts.pop() if input_counts else settings.partitions
         if counts.get(t.outcomes, 1) != 1:
             raise TopicLayoutError(f"{t.outcomes} must have exactly one partition, has {counts[t.outcomes]}")
-        wanted = {n: partitions for n in [*inputs, t.decisions, t.dead_letter]} | {t.outcomes: 1}
+        wanted = {name: 1 if field == "outcomes" else partitions for field, name in every.items()}
         # the outcomes log is the model's history: keep it forever (replicas rebuild from it)
         configs = {t.outcomes: {"retention.ms": "-1", "retention.bytes": "-1"}}
         missing = [NewTopic(n, p, 1, topic_configs=configs.get(n, {})) for n, p in wanted.items() if n not in counts]
