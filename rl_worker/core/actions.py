@@ -66,6 +66,8 @@ SIZING_ACTIONS: tuple[SizingAction, ...] = tuple(
 )
 N_META_ACTIONS = len(META_ACTIONS)
 N_SIZING_ACTIONS = len(SIZING_ACTIONS)
+META_INDEX = {a: i for i, a in enumerate(META_ACTIONS)}  # action -> index (core.arms maps the stack's choice)
+SIZING_INDEX = {a: i for i, a in enumerate(SIZING_ACTIONS)}
 
 
 def _frozen(indices: list[int]) -> IndexArray:
