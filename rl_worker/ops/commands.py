@@ -1,4 +1,5 @@
-"""Extra commands of the `rl-worker` command line (besides Faust's own `worker`)."""
+"""The one place that registers the operator commands of `rl-worker` (besides Faust's own `worker`);
+each command's work lives in its own module of `rl_worker/ops/`."""
 
 from __future__ import annotations
 
