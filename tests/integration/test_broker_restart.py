@@ -9,21 +9,40 @@ restart is a new, empty cluster (topics, groups and offsets are gone; see the RE
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from rl_worker.contract import DecisionRecord
 from rl_worker.core.outcome import Outcome
 from tests.integration.brokers import TestBroker
-from tests.integration.harness import decision_id, produce, read_topic, record_key, run
+from tests.integration.harness import Record, decision_id, read_topic, record_key, run
 from tests.integration.replay import assert_matches_full_replay
 from tests.integration.test_decisions import build_positions
 
 pytestmark = pytest.mark.integration
+
+
+async def produce_through_outage(bootstrap: str, records: list[Record], pace_s: float) -> None:
+    """The trading stack's side: every record acknowledged, retried through the outage (a batch
+    waits up to two minutes for the broker), idempotent so that retries do not duplicate."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2, request_timeout_ms=120_000
+    )
+    await producer.start()
+    try:
+        sent = []
+        for topic, key, value in records:
+            sent.append(await producer.send(topic, key=key, value=value))
+            await asyncio.sleep(pace_s)
+        await asyncio.gather(*sent)  # raises if any record was not written
+    finally:
+        await producer.stop()
 
 
 def test_broker_restart_under_load_loses_nothing(stack_factory: Any, broker: TestBroker) -> None:
@@ -36,14 +55,22 @@ def test_broker_restart_under_load_loses_nothing(stack_factory: Any, broker: Tes
     n = 240
     records, events = build_positions(stack, n, seed=23, duplicate_share=0.05)
 
-    producing = threading.Thread(target=lambda: run(produce(stack.bootstrap, records, pace_s=0.02)))
+    failures: list[BaseException] = []
+
+    def trading_stack() -> None:
+        try:
+            run(produce_through_outage(stack.bootstrap, records, pace_s=0.02))
+        except BaseException as exc:
+            failures.append(exc)
+
+    producing = threading.Thread(target=trading_stack)
     producing.start()
     time.sleep(4.0)  # well inside the ~15 s of production
     restart_started = time.monotonic()
     broker.restart(signal.SIGTERM, down_s=3.0)
     print(f"broker down and back in {time.monotonic() - restart_started:.1f} s")
-    producing.join(180)
-    assert not producing.is_alive()
+    producing.join(240)
+    assert not producing.is_alive() and not failures, failures
 
     decisions = run(read_topic(stack.bootstrap, stack.decisions, expect=2 * n, timeout_s=180, distinct=decision_id))
     parsed = [DecisionRecord.model_validate_json(d.value) for d in decisions]
