@@ -48,12 +48,19 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--workers", type=int, default=2, show_default=True, help="worker processes in the group"),
         option("--out", type=str, default="out", show_default=True, help="folder for the PNG and logs"),
         option("--no-live", is_flag=True, default=False, help="print a summary instead of a live table"),
+        option(
+            "--broker",
+            type=click_choice("tansu", "apache-kafka"),
+            default="tansu",
+            show_default=True,
+            help="broker started when RL_KAFKA_BOOTSTRAP is not set (apache-kafka: scripts/kafka/fetch.sh's jars)",
+        ),
     )
-    async def demo(self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool) -> None:
+    async def demo(self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool, broker: str) -> None:
         """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
         from rl_worker.ops.demo import run_demo
 
-        result = await run_demo(settings, positions, seed, workers, Path(out), live=not no_live)
+        result = await run_demo(settings, positions, seed, workers, Path(out), live=not no_live, broker=broker)
         snap = result.progress.report.snapshot()
         self.say(
             f"done: {result.progress.closed} positions in {result.progress.elapsed_s:.1f} s; "

@@ -42,15 +42,28 @@ class DemoResult:
 
 
 @contextmanager
-def demo_services(configured: Settings, workdir: Path) -> Iterator[tuple[str, str]]:
-    """(bootstrap, redis url): the ones set in the environment, else started here (and stopped on exit)."""
+def demo_services(configured: Settings, workdir: Path, broker: str = "tansu") -> Iterator[tuple[str, str]]:
+    """(bootstrap, redis url): the ones set in the environment, else started here (and stopped on exit).
+
+    `broker` is what is started when RL_KAFKA_BOOTSTRAP is not set: `tansu` (embedded, no Java) or
+    `apache-kafka` (the tests' single-node KRaft broker, from scripts/kafka/fetch.sh's jars).
+    """
     started: list[Any] = []
     try:
         bootstrap = configured.kafka_bootstrap if "kafka_bootstrap" in configured.model_fields_set else None
-        if not bootstrap:
-            broker = EmbeddedBroker(workdir / "broker.log")
-            started.append(broker)
-            bootstrap = broker.bootstrap
+        if not bootstrap and broker == "apache-kafka":
+            from rl_worker.ops.kafka_broker import KafkaBroker, kafka_version
+
+            console.print(f"starting Apache Kafka {kafka_version()} (KRaft, one node) ...")
+            kafka = KafkaBroker(workdir / "kafka")
+            started.append(kafka)
+            kafka.start()
+            bootstrap = kafka.bootstrap
+            console.print(f"Apache Kafka on {bootstrap}")
+        elif not bootstrap:
+            embedded = EmbeddedBroker(workdir / "broker.log")
+            started.append(embedded)
+            bootstrap = embedded.bootstrap
             console.print(f"embedded broker (tansu) on {bootstrap}")
         redis_url = (
             configured.redis_url.get_secret_value() if "redis_url" in configured.model_fields_set else None
@@ -153,12 +166,18 @@ def plot_learning(progress: SimulationProgress, health_log: list[dict[str, Any]]
 
 
 async def run_demo(
-    configured: Settings, positions: int, seed: int, workers: int, out_dir: Path, live: bool = True
+    configured: Settings,
+    positions: int,
+    seed: int,
+    workers: int,
+    out_dir: Path,
+    live: bool = True,
+    broker: str = "tansu",
 ) -> DemoResult:
     run = time.strftime("%Y%m%d-%H%M%S")
     workdir = (out_dir / f"demo-{run}").resolve()  # the workers run in it: no relative paths
     workdir.mkdir(parents=True, exist_ok=True)
-    with demo_services(configured, workdir) as (bootstrap, redis_url):
+    with demo_services(configured, workdir, broker) as (bootstrap, redis_url):
         prefix = f"demo-{run}"
         # Derived from the settings the command was started with (the one Settings of the entry point).
         settings = configured.model_copy(update={
