@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import re
 import signal
 import subprocess
@@ -241,7 +242,7 @@ class KafkaBroker:
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"Kafka exited with {self.process.returncode}; see {self.log_path}")
-            if _listens(self.port) and asyncio.run(_answers(self.bootstrap)):
+            if _listens(self.port) and _answers_blocking(self.bootstrap):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Kafka on {self.bootstrap} not ready after {timeout_s}s; see {self.log_path}")
@@ -284,6 +285,12 @@ def _listens(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _answers_blocking(bootstrap: str) -> bool:
+    """`_answers` from synchronous code, also when the caller runs an event loop (the demo)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _answers(bootstrap)).result()
 
 
 async def _answers(bootstrap: str) -> bool:
