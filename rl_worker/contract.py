@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from rl_worker.core.outcome import Outcome
-from rl_worker.core.types import MODELS, STRATEGIES
+from rl_worker.core.types import Model, Strategy
 from rl_worker.errors import RlWorkerError
 
 __all__ = [
@@ -83,9 +83,6 @@ Percent = Annotated[float, Field(ge=-1e5, le=1e5)]
 Limit = Annotated[float, Field(gt=0, le=1e6)]
 Unit = Annotated[float, Field(ge=0, le=1)]
 Side = Literal["LONG", "SHORT"]
-Strategy = Literal["dual_momentum", "mean_reversion", "breakout"]
-Model = Literal["xgb", "lgbm", "nhits", "lstm"]
-assert set(Strategy.__args__) == set(STRATEGIES) and set(Model.__args__) == set(MODELS)  # type: ignore[attr-defined]
 
 
 class _Event(BaseModel):

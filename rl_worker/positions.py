@@ -1,7 +1,8 @@
 """The position join: three events of one position, in any order, into two decisions and one outcome.
 
-Pure logic over a JSON-able row (the value of the Faust positions table); the Faust agent
-owns the table, the offsets and the sends. Per position id:
+Pure logic over one typed row per position (`PositionRow`, the value of the Faust positions
+table, with its JSON codec below); the Faust agent owns the table, the offsets and the sends.
+Per position id:
 
 - SIGNAL_GENERATED  -> the meta decision (as soon as the signal is there);
 - TRADE_EXECUTED    -> the sizing decision (as soon as signal and execution are there:
@@ -38,7 +39,6 @@ from rl_worker.core.actions import (
     effective_limits,
     meta_action_mask,
     sizing_action_mask,
-    sizing_mask,
 )
 from rl_worker.core.arms import (
     CONTROL_ARM,
@@ -56,21 +56,220 @@ from rl_worker.core.qlearning import DecisionRandom, Selection
 from rl_worker.core.replica import Decision, ModelReplica
 
 __all__ = [
+    "CloseSlot",
     "Emit",
+    "Emitted",
+    "ExecutionSlot",
     "JoinResult",
     "PositionJoiner",
-    "Row",
+    "PositionRow",
     "RowReader",
+    "SignalSlot",
     "Source",
     "decode_row",
     "encode_key",
     "encode_row",
 ]
 
-Row = dict[str, Any]
-RowReader = Callable[[str], "Row | None"]
-Source = tuple[str, int, int]
+Source = tuple[str, int, int]  # topic, partition, offset of an input record
+Src = list[Any]  # the same, as the row stores it (a JSON list)
 _SLOT = {"SIGNAL_GENERATED": "signal", "TRADE_EXECUTED": "execution", "POSITION_CLOSED": "close"}
+
+
+# ---- the row ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SignalSlot:
+    """What the join keeps of the signal: the market features the meta decision (and the sizing
+    decision and the outcome) read."""
+
+    event_id: str
+    src: Src
+    confidence: float
+    market: MarketFeatures
+    own: list[Any] | None = None  # the stack's own [strategy, model, weight] (the control arm's choice)
+
+
+@dataclass(slots=True)
+class ExecutionSlot:
+    """What the join keeps of the execution: the exposure and the effective risk limits."""
+
+    event_id: str
+    src: Src
+    portfolio_exposure: float
+    max_size_multiplier: float
+    max_leverage: float
+    own: list[Any] | None = None  # the stack's own [size_multiplier, leverage] (the control arm's choice)
+    traded: int | None = None  # the meta action index as traded, when the execution reports one
+
+
+@dataclass(slots=True)
+class CloseSlot:
+    """What the join keeps of the close; the market at close when the close carried prices."""
+
+    event_id: str
+    src: Src
+    timestamp: int
+    pnl_pct: float
+    max_drawdown_pct: float
+    equity: float
+    regime: str | None = None
+    volatility: float | None = None
+    market_pressure: float | None = None
+    traded: int | None = None  # the sizing action index as traded, when the close reports one
+
+
+@dataclass(slots=True)
+class Emitted:
+    """A record the join emitted, as sent (re-sent as is on a redelivery), and the input that emitted it."""
+
+    record: str
+    emitted_by: Src
+
+
+@dataclass(slots=True)
+class PositionRow:
+    """One position in the join: its three input slots, what it emitted, its partition and last update."""
+
+    symbol: str
+    partition: int = -1
+    updated_ms: int = 0
+    signal: SignalSlot | None = None
+    execution: ExecutionSlot | None = None
+    close: CloseSlot | None = None
+    meta: Emitted | None = None
+    sizing: Emitted | None = None
+    outcome: Emitted | None = None
+
+    def copy(self) -> PositionRow:
+        """A new row holding the same slots (slots are replaced, never changed in place)."""
+        return PositionRow(
+            self.symbol,
+            self.partition,
+            self.updated_ms,
+            self.signal,
+            self.execution,
+            self.close,
+            self.meta,
+            self.sizing,
+            self.outcome,
+        )
+
+    def inputs(self) -> list[str]:
+        """The input slots present, for messages."""
+        return [name for name in ("signal", "execution", "close") if getattr(self, name) is not None]
+
+
+# ---- the row's codec (the table value and its changelog record) -----------------------------------
+#
+# JSON, the shape Faust's "json" codec reads back in changelog recovery (which hands the table a
+# dict, not bytes): {"symbol", "partition", "updated_ms", "signal": {...}, "execution": {...},
+# "close": {...}, "meta" / "sizing" / "outcome": {"record", "emitted_by"}}, absent slots omitted.
+
+
+def encode_key(position_id: str) -> bytes:
+    """A positions-table key exactly as Faust's table writes it (its "json" key codec): same bytes,
+    so changelog compaction and Faust's own tombstones (expiry) address the same key."""
+    return json.dumps(position_id).encode()
+
+
+def encode_row(row: PositionRow) -> bytes:
+    """A row as the positions table stores it and its changelog carries it."""
+    out: dict[str, Any] = {"symbol": row.symbol}
+    if (s := row.signal) is not None:
+        m = s.market
+        out["signal"] = {
+            "event_id": s.event_id,
+            "src": s.src,
+            "confidence": s.confidence,
+            "regime": m.regime,
+            "volatility": m.volatility,
+            "trend_strength": m.trend_strength,
+            "market_pressure": m.market_pressure,
+        }
+        if s.own is not None:
+            out["signal"]["own"] = s.own
+    if (e := row.execution) is not None:
+        out["execution"] = {
+            "event_id": e.event_id,
+            "src": e.src,
+            "portfolio_exposure": e.portfolio_exposure,
+            "max_size_multiplier": e.max_size_multiplier,
+            "max_leverage": e.max_leverage,
+        }
+        if e.own is not None:
+            out["execution"]["own"] = e.own
+        if e.traded is not None:
+            out["execution"]["traded"] = e.traded
+    if (c := row.close) is not None:
+        close: dict[str, Any] = {
+            "event_id": c.event_id,
+            "src": c.src,
+            "timestamp": c.timestamp,
+            "pnl_pct": c.pnl_pct,
+            "max_drawdown_pct": c.max_drawdown_pct,
+            "equity": c.equity,
+        }
+        if c.regime is not None:
+            close |= {"regime": c.regime, "volatility": c.volatility, "market_pressure": c.market_pressure}
+        if c.traded is not None:
+            close["traded"] = c.traded
+        out["close"] = close
+    out["partition"] = row.partition
+    for name in ("meta", "sizing", "outcome"):
+        emitted: Emitted | None = getattr(row, name)
+        if emitted is not None:
+            out[name] = {"record": emitted.record, "emitted_by": emitted.emitted_by}
+    out["updated_ms"] = row.updated_ms
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+def decode_row(value: bytes | dict[str, Any]) -> PositionRow:
+    """A stored row: bytes as written by `encode_row`, or the dict Faust's changelog recovery made of them."""
+    d: dict[str, Any] = json.loads(value) if not isinstance(value, dict) else value
+    row = PositionRow(d["symbol"], d.get("partition", -1), d.get("updated_ms", 0))
+    if (s := d.get("signal")) is not None:
+        row.signal = SignalSlot(
+            s["event_id"],
+            s["src"],
+            s["confidence"],
+            MarketFeatures(s["regime"], s["volatility"], s["trend_strength"], s["market_pressure"]),
+            s.get("own"),
+        )
+    if (e := d.get("execution")) is not None:
+        row.execution = ExecutionSlot(
+            e["event_id"],
+            e["src"],
+            e["portfolio_exposure"],
+            e["max_size_multiplier"],
+            e["max_leverage"],
+            e.get("own"),
+            e.get("traded"),
+        )
+    if (c := d.get("close")) is not None:
+        row.close = CloseSlot(
+            c["event_id"],
+            c["src"],
+            c["timestamp"],
+            c["pnl_pct"],
+            c["max_drawdown_pct"],
+            c["equity"],
+            c.get("regime"),
+            c.get("volatility"),
+            c.get("market_pressure"),
+            c.get("traded"),
+        )
+    for name in ("meta", "sizing", "outcome"):
+        if (emitted := d.get(name)) is not None:
+            setattr(row, name, Emitted(emitted["record"], emitted["emitted_by"]))
+    return row
+
+
+RowReader = Callable[[str], PositionRow | None]
+
+
+# ---- the join -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,26 +285,9 @@ class Emit:
 @dataclass(frozen=True, slots=True)
 class JoinResult:
     position_id: str
-    row: Row
+    row: PositionRow
     emits: list[Emit]
     status: Literal["applied", "duplicate", "redelivered"]
-
-
-def encode_key(position_id: str) -> bytes:
-    """A positions-table key exactly as Faust's table writes it (its "json" key codec): same bytes,
-    so changelog compaction and Faust's own tombstones (expiry) address the same key."""
-    return json.dumps(position_id).encode()
-
-
-def encode_row(row: Row) -> bytes:
-    """A row as the positions table stores it and its changelog carries it (JSON, which Faust's
-    changelog recovery reads back with its "json" codec)."""
-    return json.dumps(row, separators=(",", ":")).encode()
-
-
-def decode_row(value: bytes | Row) -> Row:
-    """A stored row: bytes as written by `encode_row`, or the dict Faust's changelog recovery made of them."""
-    return value if isinstance(value, dict) else json.loads(value)  # type: ignore[no-any-return]
 
 
 class PositionJoiner:
@@ -142,7 +324,7 @@ class PositionJoiner:
 
     def handle(
         self,
-        row: Row | None,
+        row: PositionRow | None,
         event: SignalGenerated | TradeExecuted | PositionClosed,
         source: Source,
         event_ms: int | None = None,
@@ -152,119 +334,103 @@ class PositionJoiner:
         slot = _SLOT[event.event_type]
         src = list(source)
         if row is None:
-            row = {"symbol": event.symbol}
-        elif slot in row:
-            stored = row[slot]
-            if stored["event_id"] != event.event_id:
+            row = PositionRow(event.symbol)
+        else:
+            stored: SignalSlot | ExecutionSlot | CloseSlot | None = getattr(row, slot)
+            if stored is not None:
+                if stored.event_id != event.event_id:
+                    raise InvalidEventError(
+                        f"position {event.position_id} already has {event.event_type} {stored.event_id!r}",
+                        "ConflictingEvent",
+                    )
+                if stored.src == src:
+                    return JoinResult(event.position_id, row, self._emitted_by(row, src), "redelivered")
+                return JoinResult(event.position_id, row, [], "duplicate")
+            if row.symbol != event.symbol:
                 raise InvalidEventError(
-                    f"position {event.position_id} already has {event.event_type} {stored['event_id']!r}",
+                    f"position {event.position_id} is on {row.symbol}, this event says {event.symbol}",
                     "ConflictingEvent",
                 )
-            if stored["src"] == src:
-                return JoinResult(event.position_id, row, self._emitted_by(row, src), "redelivered")
-            return JoinResult(event.position_id, row, [], "duplicate")
-        elif row["symbol"] != event.symbol:
-            raise InvalidEventError(
-                f"position {event.position_id} is on {row['symbol']}, this event says {event.symbol}",
-                "ConflictingEvent",
-            )
-        row = dict(row)
-        row[slot] = self._slot_value(event, src)
-        row["partition"] = source[1]
+            row = row.copy()
+        setattr(row, slot, self._slot_value(event, src))
+        row.partition = source[1]
         emits = self._progress(row, event.position_id, src)
-        row["updated_ms"] = self.clock_ms() if event_ms is None else event_ms
+        row.updated_ms = self.clock_ms() if event_ms is None else event_ms
         return JoinResult(event.position_id, row, emits, "applied")
 
     # ---- building the row ---------------------------------------------------------------------
 
-    def _slot_value(self, event: SignalGenerated | TradeExecuted | PositionClosed, src: list[Any]) -> Row:
+    def _slot_value(
+        self, event: SignalGenerated | TradeExecuted | PositionClosed, src: Src
+    ) -> SignalSlot | ExecutionSlot | CloseSlot:
         market_config = self.replica.config.market
         if isinstance(event, SignalGenerated):
             market = compute_market_features(event.prices, market_config, event.buy_volume, event.sell_volume)
-            value: Row = {
-                "event_id": event.event_id,
-                "src": src,
-                "confidence": event.confidence,
-                "regime": market.regime,
-                "volatility": market.volatility,
-                "trend_strength": market.trend_strength,
-                "market_pressure": market.market_pressure,
-            }
+            own = None
             if event.strategy is not None or event.model is not None or event.weight is not None:
-                value["own"] = [event.strategy, event.model, event.weight]
-            return value
+                own = [event.strategy, event.model, event.weight]
+            return SignalSlot(event.event_id, src, event.confidence, market, own)
         if isinstance(event, TradeExecuted):
             limits = effective_limits(self.replica.config.risk, event.max_size_multiplier, event.max_leverage)
             try:
-                sizing_mask(*limits)
+                sizing_action_mask(*limits)
             except NoAllowedActionError as exc:
                 raise InvalidEventError(str(exc), "NoAllowedAction") from None
-            value = {
-                "event_id": event.event_id,
-                "src": src,
-                "portfolio_exposure": event.portfolio_exposure,
-                "max_size_multiplier": limits[0],
-                "max_leverage": limits[1],
-            }
+            execution = ExecutionSlot(event.event_id, src, event.portfolio_exposure, limits[0], limits[1])
             if event.size_multiplier is not None or event.leverage is not None:
-                value["own"] = [event.size_multiplier, event.leverage]
+                execution.own = [event.size_multiplier, event.leverage]
             if event.strategy is not None and event.model is not None and event.weight is not None:
-                value["traded"] = meta_action_of(event.strategy, event.model, event.weight)
-            return value
-        value = {
-            "event_id": event.event_id,
-            "src": src,
-            "timestamp": event.timestamp,
-            "pnl_pct": event.pnl_pct,
-            "max_drawdown_pct": event.max_drawdown_pct,
-            "equity": event.equity,
-        }
+                execution.traded = meta_action_of(event.strategy, event.model, event.weight)
+            return execution
+        close = CloseSlot(event.event_id, src, event.timestamp, event.pnl_pct, event.max_drawdown_pct, event.equity)
         if event.size_multiplier is not None and event.leverage is not None:
             # what was traded is the truth, limits or not: the grid level at or below it
-            value["traded"] = sizing_action_within(event.size_multiplier, event.leverage, math.inf, math.inf)
+            close.traded = sizing_action_within(event.size_multiplier, event.leverage, math.inf, math.inf)
         if event.prices is not None:
             market = compute_market_features(event.prices, market_config)
-            value |= {
-                "regime": market.regime,
-                "volatility": market.volatility,
-                "market_pressure": market.market_pressure,
-            }
-        return value
+            close.regime, close.volatility, close.market_pressure = (
+                market.regime,
+                market.volatility,
+                market.market_pressure,
+            )
+        return close
 
-    def _progress(self, row: Row, position_id: str, src: list[Any]) -> list[Emit]:
+    def _progress(self, row: PositionRow, position_id: str, src: Src) -> list[Emit]:
         emits: list[Emit] = []
-        signal = row.get("signal")
-        arm = self.arm_of(position_id) if ("meta" not in row or "sizing" not in row) else ""
+        signal = row.signal
+        arm = self.arm_of(position_id) if (row.meta is None or row.sizing is None) else ""
         control = arm == self.control_policy and arm != self.policy
-        if signal is not None and "meta" not in row:
-            decision = self.replica.decide_meta(_market(signal), signal["confidence"], f"{position_id}:meta")
+        if signal is not None and row.meta is None:
+            decision = self.replica.decide_meta(signal.market, signal.confidence, f"{position_id}:meta")
             source = None
             if control:
-                own = signal.get("own") or [None, None, None]
+                own = signal.own or [None, None, None]
                 choice = control_meta(
                     (own[0], own[1], own[2]),
                     self.baseline,
-                    meta_action_mask(signal["regime"], self.replica.config),
+                    meta_action_mask(signal.market.regime, self.replica.config),
                     self._control_random.stream(f"{position_id}:meta:control"),
                 )
                 decision = decision._replace(selection=Selection(choice.action, False, choice.propensity))
                 source = choice.source
-            row["meta"], emit = self._record(decision, "meta", position_id, row, signal, src, arm, source)
+            row.meta, emit = self._record(
+                decision, "meta", position_id, row.symbol, signal.event_id, signal.src, src, arm, source
+            )
             emits.append(emit)
-        execution = row.get("execution")
-        if signal is not None and execution is not None and "sizing" not in row:
+        execution = row.execution
+        if signal is not None and execution is not None and row.sizing is None:
             decision = self.replica.decide_sizing(
-                signal["confidence"],
-                execution["portfolio_exposure"],
-                signal["volatility"],
+                signal.confidence,
+                execution.portfolio_exposure,
+                signal.market.volatility,
                 f"{position_id}:sizing",
-                execution["max_size_multiplier"],
-                execution["max_leverage"],
+                execution.max_size_multiplier,
+                execution.max_leverage,
             )
             source = None
             if control:
-                own = execution.get("own") or [None, None]
-                limits = (execution["max_size_multiplier"], execution["max_leverage"])
+                own = execution.own or [None, None]
+                limits = (execution.max_size_multiplier, execution.max_leverage)
                 choice = control_sizing(
                     (own[0], own[1]),
                     self.baseline,
@@ -274,13 +440,23 @@ class PositionJoiner:
                 )
                 decision = decision._replace(selection=Selection(choice.action, False, choice.propensity))
                 source = choice.source
-            row["sizing"], emit = self._record(decision, "sizing", position_id, row, execution, src, arm, source)
+            row.sizing, emit = self._record(
+                decision,
+                "sizing",
+                position_id,
+                row.symbol,
+                execution.event_id,
+                execution.src,
+                src,
+                arm,
+                source,
+                {"max_size_multiplier": execution.max_size_multiplier, "max_leverage": execution.max_leverage},
+            )
             emits.append(emit)
-        close = row.get("close")
-        if close is not None and "meta" in row and "sizing" in row and "outcome" not in row:
+        if row.close is not None and row.meta is not None and row.sizing is not None and row.outcome is None:
             outcome = self._outcome(row, position_id)
             record = outcome.model_dump_json()
-            row["outcome"] = {"record": record, "emitted_by": src}
+            row.outcome = Emitted(record, src)
             emits.append(Emit("outcome", record.encode(), policy=outcome.policy, overridden=_overridden(outcome)))
         return emits
 
@@ -289,24 +465,24 @@ class PositionJoiner:
         decision: Decision,
         agent: str,
         position_id: str,
-        row: Row,
-        trigger: Row,
-        src: list[Any],
+        symbol: str,
+        trigger_event_id: str,
+        trigger_src: Src,
+        src: Src,
         arm: str,
         control_source: str | None,
-    ) -> tuple[Row, Emit]:
+        limits: dict[str, float] | None = None,
+    ) -> tuple[Emitted, Emit]:
         selection = decision.selection
         action = (META_ACTIONS[selection.action] if agent == "meta" else SIZING_ACTIONS[selection.action]).as_dict()
-        state = decision.state.as_dict()
-        decision_id = f"{position_id}:{agent}"
-        topic, partition, offset = trigger["src"]
-        record: Row = {
-            "decision_id": decision_id,
+        topic, partition, offset = trigger_src
+        record: dict[str, Any] = {
+            "decision_id": f"{position_id}:{agent}",
             "position_id": position_id,
             "agent": agent,
             "action_index": selection.action,
             "action": action,
-            "state": state,
+            "state": decision.state.as_dict(),
             "state_key": decision.state_key,
             "explored": selection.explored,
             "epsilon": decision.epsilon,
@@ -315,65 +491,67 @@ class PositionJoiner:
             "model_version": decision.model_version,
             "timestamp": self.clock_ms(),
             "source": {"topic": topic, "partition": partition, "offset": offset},
-            "event_id": trigger["event_id"],
-            "symbol": row["symbol"],
+            "event_id": trigger_event_id,
+            "symbol": symbol,
         }
         if control_source is not None:
             record["control_source"] = control_source  # "stack" (the event's own choice) or "baseline"
-        if agent == "sizing":
-            record["limits"] = {
-                "max_size_multiplier": trigger["max_size_multiplier"],
-                "max_leverage": trigger["max_leverage"],
-            }
+        if limits is not None:
+            record["limits"] = limits
         text = json.dumps(record, separators=(",", ":"))
         # The row keeps the record as sent (re-sent on redelivery; the outcome reads it back),
         # not a second copy of its state: rows are re-encoded on every event of the position.
-        return {"record": text, "emitted_by": src}, Emit("decision", text.encode(), agent, selection.explored, arm)
+        return Emitted(text, src), Emit("decision", text.encode(), agent, selection.explored, arm)
 
-    def _outcome(self, row: Row, position_id: str) -> Outcome:
-        signal, close = row["signal"], row["close"]
-        at_close = close if "regime" in close else signal
-        meta, meta_policy = _step(row["meta"], row["execution"].get("traded"))
-        sizing, _ = _step(row["sizing"], close.get("traded"))
+    def _outcome(self, row: PositionRow, position_id: str) -> Outcome:
+        signal, close, meta, sizing = row.signal, row.close, row.meta, row.sizing
+        assert signal is not None and close is not None and meta is not None and sizing is not None
+        if close.regime is not None:
+            next_regime, next_volatility, next_pressure = close.regime, close.volatility, close.market_pressure
+        else:
+            market = signal.market
+            next_regime, next_volatility, next_pressure = market.regime, market.volatility, market.market_pressure
+        execution = row.execution
+        meta_step, meta_policy = _step(meta, None if execution is None else execution.traded)
+        sizing_step, _ = _step(sizing, close.traded)
         return Outcome(
             position_id=position_id,
-            symbol=row["symbol"],
-            closed_at_ms=close["timestamp"],
-            pnl_pct=close["pnl_pct"],
-            max_drawdown_pct=close["max_drawdown_pct"],
-            equity=close["equity"],
-            meta=meta,
-            sizing=sizing,
-            next_regime=at_close["regime"],
-            next_volatility=at_close["volatility"],
-            next_market_pressure=at_close["market_pressure"],
+            symbol=row.symbol,
+            closed_at_ms=close.timestamp,
+            pnl_pct=close.pnl_pct,
+            max_drawdown_pct=close.max_drawdown_pct,
+            equity=close.equity,
+            meta=meta_step,
+            sizing=sizing_step,
+            next_regime=next_regime,
+            next_volatility=next_volatility,
+            next_market_pressure=next_pressure,
             policy=meta_policy or self.policy,
-            overridden="decided_action_index" in meta or "decided_action_index" in sizing,
+            overridden="decided_action_index" in meta_step or "decided_action_index" in sizing_step,
         )
 
     @staticmethod
-    def _emitted_by(row: Row, src: list[Any]) -> list[Emit]:
+    def _emitted_by(row: PositionRow, src: Src) -> list[Emit]:
         emits = []
-        for agent in ("meta", "sizing"):
-            if agent in row and row[agent]["emitted_by"] == src:
-                text = row[agent]["record"]
-                record = json.loads(text)
-                emits.append(Emit("decision", text.encode(), agent, record["explored"], record.get("policy", "")))
-        if "outcome" in row and row["outcome"]["emitted_by"] == src:
-            outcome = Outcome.model_validate_json(row["outcome"]["record"])
-            emits.append(
-                Emit(
-                    "outcome", row["outcome"]["record"].encode(), policy=outcome.policy, overridden=_overridden(outcome)
+        for agent, emitted in (("meta", row.meta), ("sizing", row.sizing)):
+            if emitted is not None and emitted.emitted_by == src:
+                record = json.loads(emitted.record)
+                emits.append(
+                    Emit("decision", emitted.record.encode(), agent, record["explored"], record.get("policy", ""))
                 )
+        if row.outcome is not None and row.outcome.emitted_by == src:
+            outcome = Outcome.model_validate_json(row.outcome.record)
+            emits.append(
+                Emit("outcome", row.outcome.record.encode(), policy=outcome.policy, overridden=_overridden(outcome))
             )
         return emits
 
 
-def _step(stored: Row, traded: int | None) -> tuple[Row, str | None]:
-    """The outcome's view of a decision: the action as traded, in which state, and the arm that decided.
-
-    `traded` is the action the stack reports having traded (None: it traded the decision)."""
-    record = json.loads(stored["record"])
+def _step(stored: Emitted, traded: int | None) -> tuple[dict[str, Any], str | None]:
+    """The outcome's view of a decision (read back from the record as sent): the action as traded, in
+    which state, and the arm that decided. `traded` is what the stack reports having traded (None:
+    it traded the decision)."""
+    record = json.loads(stored.record)
     step = {k: record[k] for k in ("decision_id", "state", "state_key", "action_index", "propensity")}
     if traded is not None and traded != record["action_index"]:
         step["decided_action_index"] = record["action_index"]
@@ -390,13 +568,4 @@ def _overridden(outcome: Outcome) -> tuple[str, ...]:
         agent
         for agent, step in (("meta", outcome.meta), ("sizing", outcome.sizing))
         if step.decided_action_index is not None
-    )
-
-
-def _market(signal: Row) -> MarketFeatures:
-    return MarketFeatures(
-        regime=signal["regime"],
-        volatility=signal["volatility"],
-        trend_strength=signal["trend_strength"],
-        market_pressure=signal["market_pressure"],
     )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rl_worker.core.arms import BaselinePolicy
 from rl_worker.core.config import CoreConfig
 
-__all__ = ["AbSettings", "CheckpointSettings", "Settings", "TopicNames"]
+__all__ = ["AbSettings", "CheckpointSettings", "KafkaSecurity", "RedisSecurity", "Settings", "TopicNames"]
 
 
 class TopicNames(BaseModel):
@@ -24,6 +25,58 @@ class TopicNames(BaseModel):
     decisions: str = "rl.decisions"
     dead_letter: str = "rl.dead-letter"
     outcomes: str = Field("rl.outcomes", description="one partition: the totally ordered learning log")
+
+
+class KafkaSecurity(BaseModel):
+    """How every Kafka client of the project authenticates (RL_KAFKA__*); the bootstrap list is
+    RL_KAFKA_BOOTSTRAP. Applied by `rl_worker.stream.connections` to Faust's clients, the outcomes
+    follower, the topic admin, the simulator and every command."""
+
+    model_config = ConfigDict(frozen=True)
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="with SASL_PLAINTEXT / SASL_SSL (PLAIN sends the password: use it over TLS)"
+    )
+    username: str | None = Field(None, description="SASL user")
+    password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    ssl_ca_file: Path | None = Field(
+        None, description="PEM bundle of the CAs that sign the brokers' certificates; default: the system's"
+    )
+    ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), when brokers ask for one")
+    ssl_key_file: Path | None = Field(None, description="its private key (PEM)")
+    ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted private key")
+    ssl_check_hostname: bool = Field(True, description="the broker's certificate must name the host dialled")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurity:
+        if self.uses_sasl and (not self.username or self.password is None):
+            raise ValueError(f"{self.security_protocol} needs RL_KAFKA__USERNAME and RL_KAFKA__PASSWORD")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("RL_KAFKA__SSL_CERT_FILE and RL_KAFKA__SSL_KEY_FILE go together")
+        return self
+
+
+class RedisSecurity(BaseModel):
+    """Credentials and TLS of the Redis connection (RL_REDIS__*), beside RL_REDIS_URL. TLS is on
+    with a `rediss://` URL; a password in the URL works too, these keep it out of the URL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    username: str | None = Field(None, description="ACL user (Redis 6+); default: the `default` user")
+    password: SecretStr | None = Field(None, description="requirepass or the ACL user's password")
+    ssl_ca_file: Path | None = Field(None, description="PEM bundle of the CAs that sign the server's certificate")
+    ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), when the server asks for one")
+    ssl_key_file: Path | None = Field(None, description="its private key (PEM)")
+    ssl_check_hostname: bool = Field(True, description="the server's certificate must name the host dialled")
 
 
 class CheckpointSettings(BaseModel):
@@ -67,12 +120,21 @@ class Settings(BaseSettings):
     )
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers")
-    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="redis://…")
+    kafka: KafkaSecurity = KafkaSecurity()
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="redis://… or rediss://… (TLS)"
+    )
+    redis: RedisSecurity = RedisSecurity()
     app_id: str = Field(
         "rl-worker", description="consumer group, prefix of Faust's internal topics, Redis namespace"
     )
     web_host: str = Field("127.0.0.1", description="address of the HTTP server (health, metrics)")
     web_port: int = Field(6066, ge=1, le=65535)
+    web_snapshot_token: SecretStr | None = Field(
+        None,
+        description="/snapshot hands out the whole model: off unless set, then it needs "
+        "`Authorization: Bearer <token>`",
+    )
     data_dir: Path = Field(Path("rl-worker-data"), description="Faust's local data directory")
     topics: TopicNames = TopicNames()
     partitions: int = Field(4, ge=1, description="partitions of input topics created when missing")
@@ -84,9 +146,12 @@ class Settings(BaseSettings):
     )
     expiry_interval_s: float = Field(5.0, gt=0, description="how often positions are checked for expiry")
     session_timeout_s: float = Field(
-        4.0, gt=0, description="consumer-group session timeout; tansu's join takes half of it"
+        6.0,
+        gt=0,
+        description="consumer-group session timeout: Apache Kafka refuses a join below its "
+        "group.min.session.timeout.ms (6 s by default); tansu holds each join for half of it",
     )
-    heartbeat_interval_s: float = Field(1.0, gt=0)
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="at most a third of the session timeout")
     fetch_max_wait_ms: int = Field(20, ge=1, description="worker consumer's fetch wait (Faust hard-codes 1500)")
     catch_up_timeout_s: float = Field(
         30.0, ge=0, description="how long start-up waits for the replica to reach the log end"

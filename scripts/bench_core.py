@@ -22,7 +22,7 @@ from rl_worker.core.actions import N_META_ACTIONS, meta_action_mask
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.market import compute_market_features
 from rl_worker.core.outcome import Outcome
-from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy, td_update
+from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
 from rl_worker.sim.events import make_outcome
@@ -90,7 +90,7 @@ def run(runs: int, n_records: int, calls: int) -> dict[str, float]:
 
     def update(i: int) -> object:
         j = i & 511
-        return td_update(update_table, update_keys[j], update_actions[j], 0.5, update_keys[j - 1], mask, 0.01, 0.99)
+        return update_table.td_update(update_keys[j], update_actions[j], 0.5, update_keys[j - 1], mask, 0.01, 0.99)
 
     def apply_all() -> float:
         replica = ModelReplica(config)

@@ -23,8 +23,8 @@ Each run measures, on fresh topics of the same broker:
     producer when it queued the send) minus the signal record's CreateTime (stamped by our
     producer at send()), 1 ms resolution, excludes the decision's way back to us; the first
     second is not counted, and this process's GC is off while it measures;
-(d) outcomes applied per second by a replica from the log: valid Outcome records (made by a
-    ModelReplica deciding on synthetic signals, as the worker builds them) are pre-produced to a
+(d) outcomes applied per second by a replica from the log: valid Outcome records (made by the
+    worker's own PositionJoiner from synthetic events, deciding with a replica) are pre-produced to a
     one-partition topic, then the worker's own OutcomesFollower (rl_worker.stream.follower) on a
     fresh runtime applies all of them, with the checkpoint writer task writing to Redis, timed
     from the first fetch to the last record applied.
@@ -59,6 +59,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rl_worker.ops.services import EmbeddedBroker, WorkerProcess
+from rl_worker.settings import TopicNames
 from rl_worker.sim import events as factories
 
 LOOPBACK = "127.0.0.1"
@@ -254,14 +255,7 @@ class WorkerTopics:
         return f"bench{self.uid}.{what}"
 
     def env(self) -> dict[str, str]:
-        return {
-            "RL_TOPICS__SIGNALS": self.name("signals"),
-            "RL_TOPICS__EXECUTIONS": self.name("executions"),
-            "RL_TOPICS__CLOSES": self.name("closes"),
-            "RL_TOPICS__DECISIONS": self.name("decisions"),
-            "RL_TOPICS__DEAD_LETTER": self.name("dead-letter"),
-            "RL_TOPICS__OUTCOMES": self.name("outcomes"),
-        }
+        return {f"RL_TOPICS__{field.upper()}": self.name(field.replace("_", "-")) for field in TopicNames.model_fields}
 
 
 def start_worker(
@@ -477,46 +471,32 @@ async def measure_worker(
 
 
 def outcome_records(n: int, seed: int = 5) -> list[tuple[bytes, bytes]]:
-    """Outcomes as the worker builds them: a replica decides on synthetic signals; it learns as it goes."""
-    from rl_worker.contract import SignalGenerated
+    """Outcomes as the worker builds them: the worker's own PositionJoiner joins synthetic signal,
+    execution and close events, deciding with a replica that learns from each outcome as it goes."""
+    from rl_worker.contract import decode_event
     from rl_worker.core.config import CoreConfig
-    from rl_worker.core.market import compute_market_features
     from rl_worker.core.outcome import Outcome
     from rl_worker.core.replica import ModelReplica
+    from rl_worker.positions import PositionJoiner
 
-    config = CoreConfig()
-    replica = ModelReplica(config)
+    replica = ModelReplica(CoreConfig())
+    joiner = PositionJoiner(replica, "rl", lambda: 0)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         pid = f"pos-{i}"
-        sig = SignalGenerated.model_validate(factories.signal(pid, rng))
-        market = compute_market_features(sig.prices, config.market, sig.buy_volume, sig.sell_volume)
-        meta = replica.decide_meta(market, sig.confidence, f"{pid}:meta")
-        exe = factories.execution(pid, rng)
-        sizing = replica.decide_sizing(
-            sig.confidence, exe["portfolio_exposure"], market.volatility, f"{pid}:sizing",
-            exe.get("max_size_multiplier"), exe.get("max_leverage"),
-        )
-        cls = factories.close(pid, rng)
-        at_close = compute_market_features(cls["prices"], config.market)
-        outcome = Outcome(
-            position_id=pid,
-            symbol="BTCUSDT",
-            closed_at_ms=cls["timestamp"] + i,
-            pnl_pct=cls["pnl_pct"],
-            max_drawdown_pct=cls["max_drawdown_pct"],
-            equity=cls["equity"],
-            meta={"decision_id": f"{pid}:meta", "state": meta.state.as_dict(), "state_key": meta.state_key,
-                  "action_index": meta.selection.action},
-            sizing={"decision_id": f"{pid}:sizing", "state": sizing.state.as_dict(),
-                    "state_key": sizing.state_key, "action_index": sizing.selection.action},
-            next_regime=at_close.regime,
-            next_volatility=at_close.volatility,
-            next_market_pressure=at_close.market_pressure,
-        )
-        replica.apply(outcome, i)
-        out.append((pid.encode(), outcome.model_dump_json().encode()))
+        row = None
+        value = b""
+        for topic, event in (
+            ("signals", factories.signal(pid, rng)),
+            ("executions", factories.execution(pid, rng)),
+            ("closes", factories.close(pid, rng)),
+        ):
+            result = joiner.handle(row, decode_event(factories.encode(event)), (topic, 0, i))
+            row = result.row
+            value = next((e.value for e in result.emits if e.kind == "outcome"), value)
+        replica.apply(Outcome.model_validate_json(value), i)
+        out.append((pid.encode(), value))
     return out
 
 

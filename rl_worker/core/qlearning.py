@@ -1,22 +1,10 @@
-"""Tabular Q-learning: the Q-table, the TD update, epsilon-greedy selection and its propensities.
-
-    Q(s, a) <- Q(s, a) + alpha * (r + gamma * max_a' Q(s', a') - Q(s, a))
-
-with max_a' taken over the actions allowed in s' (masked actions never learn, so their
-zeros would bias the target), and no bootstrap term on a terminal transition.
-
-Selection: with probability epsilon a uniformly random allowed action ("explored"),
-otherwise a greedy one, ties among the greedy actions broken uniformly at random. So the
-propensity of action a in state s is
-
-    pi(a|s) = epsilon / |A| + (1 - epsilon) / |G|   if a in G (greedy set within the mask A)
-            = epsilon / |A|                         if a in A \\ G
-            = 0                                     if a is masked.
+"""Tabular Q-learning: the Q-table with its TD update, epsilon-greedy selection with its
+propensities, the epsilon schedule, and the per-decision random streams.
 
 The hot paths (one TD update per agent per outcome, one selection per decision) avoid numpy
 calls, which cost more than the arithmetic on rows of 40-60 values: single Q-values go
 through memoryviews, and each row keeps its greedy set per mask up to date, so neither a
-TD target nor a selection scans a row.
+TD target nor a selection scans a row. Masks are `ActionMask` objects (rl_worker.core.actions).
 """
 
 from __future__ import annotations
@@ -38,33 +26,8 @@ __all__ = [
     "QTable",
     "Selection",
     "UniformSource",
-    "compute_propensities",
-    "select_action",
     "select_greedy",
-    "td_update",
 ]
-
-IndexArray = npt.NDArray[np.intp]
-Mask = IndexArray | ActionMask
-
-
-_MASKS_BY_BYTES: dict[bytes, ActionMask] = {}
-
-
-def _as_action_mask(mask: Mask) -> ActionMask:
-    """An index array as an ActionMask, cached by content (callers pass a handful of masks)."""
-    if isinstance(mask, ActionMask):
-        return mask
-    indices = np.asarray(mask, dtype=np.intp)
-    content = indices.tobytes()
-    cached = _MASKS_BY_BYTES.get(content)
-    if cached is None:
-        if len(_MASKS_BY_BYTES) >= 1024:
-            _MASKS_BY_BYTES.clear()
-        frozen = indices.copy()
-        frozen.flags.writeable = False
-        cached = _MASKS_BY_BYTES[content] = ActionMask.of(frozen)
-    return cached
 
 
 class QTable:
@@ -163,15 +126,15 @@ class QTable:
             entry.actions = tuple(a for a, v in zip(mask.members, values, strict=True) if v == best)
         return entry
 
-    def greedy_actions(self, state_key: str, mask: Mask) -> tuple[int, ...] | None:
+    def greedy_actions(self, state_key: str, mask: ActionMask) -> tuple[int, ...] | None:
         """The allowed actions with the highest Q-value, ascending; None for a state never updated."""
         i = self._index.get(state_key)
-        return None if i is None else self._greedy_set(i, _as_action_mask(mask)).actions
+        return None if i is None else self._greedy_set(i, mask).actions
 
-    def max_value(self, state_key: str, mask: Mask) -> float:
+    def max_value(self, state_key: str, mask: ActionMask) -> float:
         """max over the allowed actions of Q(state, .), 0.0 for a state never updated."""
         i = self._index.get(state_key)
-        return 0.0 if i is None else self._greedy_set(i, _as_action_mask(mask)).best
+        return 0.0 if i is None else self._greedy_set(i, mask).best
 
     def used(self) -> tuple[FloatArray, npt.NDArray[np.int64]]:
         """The filled rows of the value and visit arrays (copies), in key order."""
@@ -199,9 +162,16 @@ class QTable:
         alpha: float,
         gamma: float,
     ) -> float:
-        """Apply one TD(0) update; `next_state_key=None` marks a terminal transition. Returns the TD error.
+        """Apply one TD(0) update and return the TD error:
 
-        This is the hot path of `ModelReplica.apply`, so the lookups are written out here.
+            td_target = reward + gamma * max_{a' in next_mask} Q(next_state, a')    (reward alone if terminal)
+            td_error  = td_target - Q(state, action)
+            Q(state, action) <- Q(state, action) + alpha * td_error
+
+        The max is taken over the actions allowed in the next state only (masked actions never
+        learn, so their zeros would bias the target); a next state never updated counts 0.
+        `next_state_key=None` marks a terminal transition. This is the hot path of
+        `ModelReplica.apply`, so the lookups are written out here.
         """
         index = self._index
         i = index.get(state_key)
@@ -256,20 +226,6 @@ def _update_greedy(cache: dict[ActionMask, _GreedySet], action: int, old: float,
             entry.actions = tuple(a for a in greedy if a != action) if len(greedy) > 1 else None
 
 
-def td_update(
-    table: QTable,
-    state_key: str,
-    action: int,
-    reward: float,
-    next_state_key: str | None,
-    next_mask: Mask,
-    alpha: float,
-    gamma: float,
-) -> float:
-    """Apply one TD(0) update to `table` (see `QTable.td_update`). Returns the TD error."""
-    return table.td_update(state_key, action, reward, next_state_key, _as_action_mask(next_mask), alpha, gamma)
-
-
 class UniformSource(Protocol):
     """Anything that draws a float uniformly from [0, 1), as `numpy.random.Generator.random()`."""
 
@@ -285,7 +241,12 @@ class Selection(NamedTuple):
 
 
 def select_greedy(greedy: tuple[int, ...] | None, mask: ActionMask, epsilon: float, rng: UniformSource) -> Selection:
-    """Epsilon-greedy over the allowed actions, random tie-break; see the module docstring.
+    """Epsilon-greedy over the allowed actions A, ties among the greedy ones G broken uniformly:
+    with probability epsilon a uniformly random allowed action ("explored"), otherwise a greedy
+    one. The recorded propensity of the chosen action is
+
+        pi(a|s) = epsilon / |A| + (1 - epsilon) / |G|   if a in G
+                = epsilon / |A|                         if a in A \\ G    (0 if a is masked)
 
     `greedy` holds the allowed actions with the highest Q-value, ascending (None for a state
     never updated: every allowed action). At most two draws: explore or not, then the index
@@ -308,31 +269,6 @@ def select_greedy(greedy: tuple[int, ...] | None, mask: ActionMask, epsilon: flo
     if is_greedy:
         propensity += (1.0 - epsilon) / n_greedy
     return Selection(action, explored, propensity)
-
-
-def select_action(q_row: FloatArray | None, mask: Mask, epsilon: float, rng: UniformSource) -> Selection:
-    """`select_greedy` for a numpy row of Q-values (None for a state never updated)."""
-    action_mask = _as_action_mask(mask)
-    greedy = None
-    if q_row is not None:
-        values = action_mask.values_of(q_row.tolist())
-        best = max(values)
-        greedy = tuple(a for a, v in zip(action_mask.members, values, strict=True) if v == best)
-    return select_greedy(greedy, action_mask, epsilon, rng)
-
-
-def compute_propensities(q_row: FloatArray | None, mask: Mask, epsilon: float, n_actions: int) -> FloatArray:
-    """pi(.|s) for every action of the space (zeros where masked)."""
-    indices = _as_action_mask(mask).indices
-    probs = np.zeros(n_actions, dtype=np.float64)
-    probs[indices] = epsilon / len(indices)
-    if q_row is None:
-        greedy = indices
-    else:
-        allowed_values = q_row[indices]
-        greedy = indices[allowed_values == allowed_values.max()]
-    probs[greedy] += (1.0 - epsilon) / len(greedy)
-    return probs
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,19 +319,14 @@ class DecisionStream:
 class DecisionRandom:
     """Randomness per decision, seeded by (model seed, decision id), so any replay redraws it.
 
-    The PCG64 state and increment are a BLAKE2b hash of (seed, decision id). `stream` gives
-    the cheap pure-Python stream the selections use; `generator` gives a full numpy
-    generator in the same state (the same draws), reused between calls: draw from it before
-    asking for the next one.
+    The PCG64 state and increment are a BLAKE2b hash of (seed, decision id); `stream` gives
+    the pure-Python PCG64 stream the selections draw from (the tests check it against numpy's).
     """
 
-    __slots__ = ("_bit_generator", "_generator", "_prefix", "_state")
+    __slots__ = ("_prefix",)
 
     def __init__(self, seed: int) -> None:
         self._prefix = f"{seed}:".encode()
-        self._bit_generator = np.random.PCG64(seed)
-        self._generator = np.random.Generator(self._bit_generator)
-        self._state = self._bit_generator.state
 
     def _seed(self, decision_id: str) -> tuple[int, int]:
         digest = hashlib.blake2b(self._prefix + decision_id.encode(), digest_size=32).digest()
@@ -403,13 +334,3 @@ class DecisionRandom:
 
     def stream(self, decision_id: str) -> DecisionStream:
         return DecisionStream(*self._seed(decision_id))
-
-    def generator(self, decision_id: str) -> np.random.Generator:
-        state, inc = self._seed(decision_id)
-        inner = self._state["state"]
-        inner["state"] = state
-        inner["inc"] = inc
-        self._state["has_uint32"] = 0
-        self._state["uinteger"] = 0
-        self._bit_generator.state = self._state
-        return self._generator

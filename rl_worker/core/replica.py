@@ -25,6 +25,7 @@ from rl_worker.core.actions import (
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.control import Hyperparameters
 from rl_worker.core.episodes import EpisodeTracker
+from rl_worker.core.exact import PnlWindow
 from rl_worker.core.exceptions import ConfigError
 from rl_worker.core.market import EquityCurve, MarketFeatures, WinRateTracker
 from rl_worker.core.outcome import Outcome
@@ -35,7 +36,6 @@ from rl_worker.core.qlearning import (
     select_greedy,
 )
 from rl_worker.core.rewards import (
-    PnlWindow,
     meta_reward,
     regime_alignment,
     risk_penalty,

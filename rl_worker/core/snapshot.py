@@ -20,11 +20,11 @@ from rl_worker import __version__
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.control import Hyperparameters
 from rl_worker.core.episodes import EpisodeTracker
+from rl_worker.core.exact import PnlWindow
 from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.market import EquityCurve, WinRateTracker
 from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica, ReplicaState
-from rl_worker.core.rewards import PnlWindow
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -10,18 +10,8 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from rl_worker.core.config import MetaBins, SizingBins
-from rl_worker.core.market import MarketFeatures
 
-__all__ = [
-    "MetaKeyBuilder",
-    "MetaState",
-    "SizingKeyBuilder",
-    "SizingState",
-    "build_meta_state",
-    "build_sizing_state",
-    "meta_state_key",
-    "sizing_state_key",
-]
+__all__ = ["MetaKeyBuilder", "MetaState", "SizingKeyBuilder", "SizingState"]
 
 
 class MetaState(NamedTuple):
@@ -51,59 +41,10 @@ class SizingState(NamedTuple):
         return self._asdict()
 
 
-def build_meta_state(
-    market: MarketFeatures, confidence: float, previous_winrate: float, account_health: float
-) -> MetaState:
-    return MetaState(
-        regime=market.regime,
-        volatility=market.volatility,
-        market_pressure=market.market_pressure,
-        confidence=confidence,
-        previous_winrate=previous_winrate,
-        account_health=account_health,
-    )
-
-
-def build_sizing_state(
-    signal_confidence: float,
-    portfolio_exposure: float,
-    recent_winrate: float,
-    volatility: float,
-    equity_curve_slope: float,
-) -> SizingState:
-    return SizingState(
-        signal_confidence=signal_confidence,
-        portfolio_exposure=portfolio_exposure,
-        recent_winrate=recent_winrate,
-        volatility=volatility,
-        equity_curve_slope=equity_curve_slope,
-    )
-
-
-def meta_state_key(state: MetaState, bins: MetaBins) -> str:
-    """`REGIME|v<i>p<i>c<i>w<i>h<i>`: the regime and the bin index of each continuous feature."""
-    return (
-        f"{state.regime}|v{bisect_right(bins.volatility, state.volatility)}"
-        f"p{bisect_right(bins.market_pressure, state.market_pressure)}"
-        f"c{bisect_right(bins.confidence, state.confidence)}"
-        f"w{bisect_right(bins.previous_winrate, state.previous_winrate)}"
-        f"h{bisect_right(bins.account_health, state.account_health)}"
-    )
-
-
-def sizing_state_key(state: SizingState, bins: SizingBins) -> str:
-    """`c<i>e<i>w<i>v<i>s<i>`: the bin index of each sizing feature."""
-    return (
-        f"c{bisect_right(bins.signal_confidence, state.signal_confidence)}"
-        f"e{bisect_right(bins.portfolio_exposure, state.portfolio_exposure)}"
-        f"w{bisect_right(bins.recent_winrate, state.recent_winrate)}"
-        f"v{bisect_right(bins.volatility, state.volatility)}"
-        f"s{bisect_right(bins.equity_curve_slope, state.equity_curve_slope)}"
-    )
-
-
 class MetaKeyBuilder:
-    """`meta_state_key` from the raw features, without building a MetaState: the hot-path form.
+    """The meta state key, `REGIME|v<i>p<i>c<i>w<i>h<i>`: the regime and the bin index
+    (`bisect_right(edges, value)`) of each continuous feature, in MetaState's order. Takes the
+    raw features (`key(*state)` for a MetaState), so the hot path builds no state to key it.
 
     Keys are cached per combination of bin indices, so a decision pays five bisections and a
     dictionary lookup instead of formatting a string.
@@ -149,7 +90,8 @@ class MetaKeyBuilder:
 
 
 class SizingKeyBuilder:
-    """`sizing_state_key` from the raw features, without building a SizingState (see MetaKeyBuilder)."""
+    """The sizing state key, `c<i>e<i>w<i>v<i>s<i>`: the bin index of each feature in SizingState's
+    order (`key(*state)` for a SizingState; see MetaKeyBuilder)."""
 
     __slots__ = ("_cache", "_edges", "_radix")
 

@@ -1,4 +1,5 @@
-"""Extra commands of the `rl-worker` command line (besides Faust's own `worker`)."""
+"""The one place that registers the operator commands of `rl-worker` (besides Faust's own `worker`);
+each command's work lives in its own module of `rl_worker/ops/`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--out", type=str, default="out", show_default=True, help="folder for the PNG and logs"),
         option("--no-live", is_flag=True, default=False, help="print a summary instead of a live table"),
         option(
+            "--broker",
+            type=click_choice("tansu", "apache-kafka"),
+            default="tansu",
+            show_default=True,
+            help="broker started when RL_KAFKA_BOOTSTRAP is not set (apache-kafka: scripts/kafka/fetch.sh's jars)",
+        ),
+        option(
             "--control-share",
             type=float,
             default=0.0,
@@ -56,7 +64,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         ),
     )
     async def demo(
-        self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool, control_share: float
+        self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool, broker: str, control_share: float
     ) -> None:
         """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
         from rl_worker.ops.demo import run_demo
@@ -64,7 +72,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         if not 0.0 <= control_share <= 1.0:
             raise SystemExit("--control-share must lie in [0, 1]")
         result = await run_demo(
-            settings, positions, seed, workers, Path(out), live=not no_live, control_share=control_share
+            settings, positions, seed, workers, Path(out), live=not no_live, broker=broker, control_share=control_share
         )
         snap = result.progress.report.snapshot()
         self.say(

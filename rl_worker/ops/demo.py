@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -42,15 +43,28 @@ class DemoResult:
 
 
 @contextmanager
-def demo_services(configured: Settings, workdir: Path) -> Iterator[tuple[str, str]]:
-    """(bootstrap, redis url): the ones set in the environment, else started here (and stopped on exit)."""
+def demo_services(configured: Settings, workdir: Path, broker: str = "tansu") -> Iterator[tuple[str, str]]:
+    """(bootstrap, redis url): the ones set in the environment, else started here (and stopped on exit).
+
+    `broker` is what is started when RL_KAFKA_BOOTSTRAP is not set: `tansu` (embedded, no Java) or
+    `apache-kafka` (the tests' single-node KRaft broker, from scripts/kafka/fetch.sh's jars).
+    """
     started: list[Any] = []
     try:
         bootstrap = configured.kafka_bootstrap if "kafka_bootstrap" in configured.model_fields_set else None
-        if not bootstrap:
-            broker = EmbeddedBroker(workdir / "broker.log")
-            started.append(broker)
-            bootstrap = broker.bootstrap
+        if not bootstrap and broker == "apache-kafka":
+            from rl_worker.ops.kafka_broker import KafkaBroker, kafka_version
+
+            console.print(f"starting Apache Kafka {kafka_version()} (KRaft, one node) ...")
+            kafka = KafkaBroker(workdir / "kafka")
+            started.append(kafka)
+            kafka.start()
+            bootstrap = kafka.bootstrap
+            console.print(f"Apache Kafka on {bootstrap}")
+        elif not bootstrap:
+            embedded = EmbeddedBroker(workdir / "broker.log")
+            started.append(embedded)
+            bootstrap = embedded.bootstrap
             console.print(f"embedded broker (tansu) on {bootstrap}")
         redis_url = configured.redis_url.get_secret_value() if "redis_url" in configured.model_fields_set else None
         if not redis_url:
@@ -157,29 +171,24 @@ async def run_demo(
     workers: int,
     out_dir: Path,
     live: bool = True,
+    broker: str = "tansu",
     control_share: float = 0.0,
 ) -> DemoResult:
     run = time.strftime("%Y%m%d-%H%M%S")
     workdir = (out_dir / f"demo-{run}").resolve()  # the workers run in it: no relative paths
     workdir.mkdir(parents=True, exist_ok=True)
-    with demo_services(configured, workdir) as (bootstrap, redis_url):
+    with demo_services(configured, workdir, broker) as (bootstrap, redis_url):
         prefix = f"demo-{run}"
-        settings = Settings(
-            kafka_bootstrap=bootstrap,
-            redis_url=redis_url,
-            app_id=f"rl-{prefix}",
-            topics=TopicNames(
-                signals=f"{prefix}.trading.signals",
-                executions=f"{prefix}.trading.executions",
-                closes=f"{prefix}.trading.closes",
-                decisions=f"{prefix}.rl.decisions",
-                dead_letter=f"{prefix}.rl.dead-letter",
-                outcomes=f"{prefix}.rl.outcomes",
-            ),
-            core=demo_core_config(),
-            checkpoint=CheckpointSettings(every_outcomes=500, interval_s=5.0),
-            ab=configured.ab.model_copy(update={"control_share": control_share}),
-        )
+        # Derived from the settings the command was started with (the one Settings of the entry point).
+        settings = configured.model_copy(update={
+            "kafka_bootstrap": bootstrap,
+            "redis_url": SecretStr(redis_url),
+            "app_id": f"rl-{prefix}",
+            "topics": TopicNames(**{field: f"{prefix}.{name}" for field, name in TopicNames().model_dump().items()}),
+            "core": demo_core_config(),
+            "checkpoint": CheckpointSettings(every_outcomes=500, interval_s=5.0),
+            "ab": configured.ab.model_copy(update={"control_share": control_share}),
+        })
         from rl_worker.stream.topics import ensure_topics
 
         await ensure_topics(settings)

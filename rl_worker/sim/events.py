@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from rl_worker.core.actions import N_SIZING_ACTIONS, meta_mask
+from rl_worker.core.actions import N_SIZING_ACTIONS, meta_action_mask
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.outcome import MetaStateModel, MetaStep, Outcome, SizingStateModel, SizingStep
-from rl_worker.core.state import MetaState, SizingState, meta_state_key, sizing_state_key
+from rl_worker.core.state import MetaKeyBuilder, MetaState, SizingKeyBuilder, SizingState
 from rl_worker.core.types import REGIMES
 
 
@@ -98,7 +98,7 @@ def make_outcome(
         volatility=float(rng.random()),
         equity_curve_slope=float(rng.uniform(-1.0, 1.0)),
     )
-    allowed = meta_mask(meta_state.regime, config)
+    allowed = meta_action_mask(meta_state.regime, config).members
     fields: dict[str, Any] = {
         "position_id": f"pos-{index}",
         "symbol": str(rng.choice(["BTCUSDT", "ETHUSDT", "SOLUSDT"])),
@@ -109,13 +109,13 @@ def make_outcome(
         "meta": MetaStep(
             decision_id=f"meta-{index}",
             state=MetaStateModel(**meta_state.as_dict()),
-            state_key=meta_state_key(meta_state, config.meta_bins),
+            state_key=MetaKeyBuilder(config.meta_bins).key(*meta_state),
             action_index=int(allowed[int(rng.integers(len(allowed)))]),
         ),
         "sizing": SizingStep(
             decision_id=f"sizing-{index}",
             state=SizingStateModel(**sizing_state.as_dict()),
-            state_key=sizing_state_key(sizing_state, config.sizing_bins),
+            state_key=SizingKeyBuilder(config.sizing_bins).key(*sizing_state),
             action_index=int(rng.integers(N_SIZING_ACTIONS)),
         ),
         "next_regime": REGIMES[int(rng.integers(len(REGIMES)))],

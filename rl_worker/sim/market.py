@@ -56,8 +56,8 @@ from rl_worker.core.actions import (
     N_SIZING_ACTIONS,
     SIZING_ACTIONS,
     effective_limits,
-    meta_mask,
-    sizing_mask,
+    meta_action_mask,
+    sizing_action_mask,
 )
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.market import MarketFeatures, compute_market_features
@@ -442,11 +442,11 @@ class SyntheticMarket:
 
     def allowed_meta(self, opened: OpenedPosition) -> np.ndarray:
         """The core's meta mask for the detected regime."""
-        return meta_mask(opened.hidden.detected.regime, self.config.core)
+        return meta_action_mask(opened.hidden.detected.regime, self.config.core).indices
 
     def allowed_sizing(self, opened: OpenedPosition) -> np.ndarray:
         """The core's sizing mask for the configured limits tightened by the event's."""
-        return sizing_mask(opened.hidden.max_size_multiplier, opened.hidden.max_leverage)
+        return sizing_action_mask(opened.hidden.max_size_multiplier, opened.hidden.max_leverage).indices
 
     def score(self, opened: OpenedPosition, meta_action_index: int, sizing_action_index: int) -> ScoredChoice:
         """Expected rewards of the chosen actions, of the best allowed ones and of a uniform allowed choice."""

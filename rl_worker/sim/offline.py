@@ -18,7 +18,7 @@ import numpy as np
 
 from rl_worker.contract import decode_event
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
-from rl_worker.positions import PositionJoiner, Row
+from rl_worker.positions import PositionJoiner, PositionRow
 from rl_worker.sim.market import OpenedPosition, SimConfig, SyntheticMarket
 from rl_worker.sim.report import LearningReport, LearningSnapshot
 
@@ -42,8 +42,8 @@ def _decode(event: dict[str, Any]) -> Any:
 
 
 def join_events(
-    joiner: PositionJoiner, row: Row | None, events: list[tuple[str, dict[str, Any]]], index: int
-) -> tuple[Row, dict[str, Any]]:
+    joiner: PositionJoiner, row: PositionRow | None, events: list[tuple[str, dict[str, Any]]], index: int
+) -> tuple[PositionRow, dict[str, Any]]:
     """Feed events through the worker's own position join; returns the row and what it emitted
     (`meta` / `sizing` decision records and the `outcome` record, parsed)."""
     emitted: dict[str, Any] = {}
@@ -83,7 +83,7 @@ def run_offline_learning(
     joiner = None if replica is None else PositionJoiner(replica, policy, lambda: 0)
     for i in range(n_positions):
         opened: OpenedPosition = market.open_position()
-        row: Row | None = None
+        row: PositionRow | None = None
         if joiner is None:
             meta_index = int(control.choice(market.allowed_meta(opened)))
             sizing_index = int(control.choice(market.allowed_sizing(opened)))

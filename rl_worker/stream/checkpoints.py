@@ -28,7 +28,7 @@ from rl_worker.core.config import CoreConfig
 from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
-from rl_worker.settings import CheckpointSettings
+from rl_worker.settings import CheckpointSettings, Settings
 from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.metrics import WorkerMetrics
 
@@ -106,16 +106,38 @@ return current
 
 
 class RedisCheckpointStore(CheckpointStore):
-    def __init__(self, url: str, namespace: str, retention: int = 5, timeout_s: float = 2.0) -> None:
+    """`options`: what `redis.asyncio.Redis.from_url` takes beside the URL (password, ACL user,
+    TLS files): `from_settings` fills them from the settings, as every Redis client of the project."""
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        retention: int = 5,
+        timeout_s: float = 2.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.namespace = namespace
         self.retention = retention
         self._prefix = f"{namespace}:ckpt:"
         self._index = f"{namespace}:ckpt:index"
         self._latest = f"{namespace}:ckpt:latest"
         self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False, **(options or {})
         )
         self._save = self._redis.register_script(_SAVE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str | None = None) -> RedisCheckpointStore:
+        """The store of `settings.app_id` on RL_REDIS_URL (or `url`) with RL_REDIS__* credentials and TLS."""
+        from rl_worker.stream.connections import redis_options
+
+        return cls(
+            url or settings.redis_url.get_secret_value(),
+            settings.redis_namespace,
+            settings.checkpoint.retention,
+            options=redis_options(settings),
+        )
 
     async def save(self, offset: int, data: bytes) -> None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rl_worker.errors import RlWorkerError
 
-__all__ = ["CheckpointStoreError", "InfrastructureError", "TopicLayoutError"]
+__all__ = ["CheckpointStoreError", "ConnectionConfigError", "InfrastructureError", "TopicLayoutError"]
 
 
 class InfrastructureError(RlWorkerError):
@@ -17,3 +17,8 @@ class CheckpointStoreError(InfrastructureError):
 
 class TopicLayoutError(InfrastructureError):
     """The input topics are not co-partitioned (their partition counts differ)."""
+
+
+class ConnectionConfigError(InfrastructureError):
+    """Kafka or Redis refuses this client as configured (credentials, TLS trust, protocol, group
+    settings): retrying cannot fix it, so the process stops with this message instead."""

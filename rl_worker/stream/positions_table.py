@@ -1,7 +1,7 @@
 """The positions table of the running worker: its rows, their expiry index, stream time, the changelog.
 
 The Faust table (changelog-backed, keyed by position id) holds each row as its changelog bytes
-(`rl_worker.positions.encode_row`), not as a dict: a row as bytes is one object the cyclic GC
+(`rl_worker.positions.encode_row`), not as an object: a row as bytes is one object the cyclic GC
 never scans, where a dict row is a dozen tracked containers; with tens of thousands of positions
 held for their retention, full GC passes over dict rows stall the event loop for tens of
 milliseconds. Rows restored by Faust's changelog recovery arrive as dicts and are read as they are.
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rl_worker.positions import Row, decode_row, encode_key, encode_row
+from rl_worker.positions import PositionRow, decode_row, encode_key, encode_row
 from rl_worker.stream.internals import memory_rows
 from rl_worker.stream.metrics import WorkerMetrics
 
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes, bytes, int], Awaitable[Any]]
 
 
-def _expiry_of(row: Row) -> tuple[int, bool, int]:
-    return int(row["updated_ms"]), "outcome" in row, int(row["partition"])
+def _expiry_of(row: PositionRow) -> tuple[int, bool, int]:
+    return row.updated_ms, row.outcome is not None, row.partition
 
 
 class PositionsTable:
@@ -55,11 +55,11 @@ class PositionsTable:
         if event_ms > self.stream_time.get(partition, 0):
             self.stream_time[partition] = event_ms
 
-    def row_of(self, position_id: str) -> Row | None:
+    def row_of(self, position_id: str) -> PositionRow | None:
         value = self.rows.get(position_id)
         return None if value is None else decode_row(value)
 
-    def put(self, position_id: str, row: Row) -> tuple[bytes, bytes]:
+    def put(self, position_id: str, row: PositionRow) -> tuple[bytes, bytes]:
         """Store a row; returns the changelog record (key, value) to send on the row's partition.
 
         What `table[position_id] = row` does, minus the sensors: the key as Faust writes it,
@@ -82,7 +82,7 @@ class PositionsTable:
             if value is None:
                 continue
             if isinstance(value, dict):  # restored by changelog recovery: no index entry to trust
-                updated_ms, done, partition = _expiry_of(value)
+                updated_ms, done, partition = _expiry_of(decode_row(value))
             else:
                 updated_ms, done, partition = expiry.get(key) or _expiry_of(decode_row(value))
             if partition not in owned:
@@ -98,9 +98,7 @@ class PositionsTable:
             self.table.send_changelog(partition, key, None)
             self.metrics.positions_expired.labels("completed" if done else "incomplete").inc()
             if not done:
-                row = decode_row(value)
-                log.warning("position %s expired incomplete (has %s)", key, sorted(
-                    s for s in ("signal", "execution", "close") if s in row))
+                log.warning("position %s expired incomplete (has %s)", key, sorted(decode_row(value).inputs()))
         if len(expiry) > len(rows):  # rows Faust dropped itself (partitions moved away)
             for key in [k for k in expiry if k not in rows]:
                 del expiry[key]

@@ -1,4 +1,5 @@
-"""Fixtures: one embedded broker per session (or Apache Kafka), the machine's Redis, per-test stacks."""
+"""Fixtures: a session broker per name in RL_TEST_BROKERS (tansu, apache-kafka), the machine's Redis,
+per-test stacks."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.harness import EmbeddedBroker, Stack
+from tests.integration.brokers import TestBroker, running_broker, test_broker_names
+from tests.integration.harness import Stack
 
 
 def use_docker() -> bool:
-    """RL_TEST_DOCKER=1: Apache Kafka and Redis from testcontainers (fail if no engine);
-    RL_TEST_DOCKER=0: the embedded broker and local Redis; unset: Docker when an engine answers."""
+    """RL_TEST_DOCKER=1: Redis from testcontainers (fail if no engine); RL_TEST_DOCKER=0: the
+    local Redis; unset: Docker when an engine answers. (Kafka comes from RL_TEST_BROKERS.)"""
     wanted = os.environ.get("RL_TEST_DOCKER")
     if wanted == "0":
         return False
@@ -29,23 +31,17 @@ def use_docker() -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("RL_TEST_KAFKA_BOOTSTRAP")
-    if configured:
-        yield configured
-        return
-    if use_docker():
-        from testcontainers.community.kafka import KafkaContainer
+@pytest.fixture(scope="session", params=test_broker_names())
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]:
+    """One broker of each kind named in RL_TEST_BROKERS, for the whole session (tests sharing it
+    use their own topics and groups); pytest runs all tests of one broker before the next."""
+    with running_broker(request.param, tmp_path_factory.mktemp(request.param)) as running:
+        yield running
 
-        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
-        return
-    broker = EmbeddedBroker(tmp_path_factory.mktemp("broker") / "broker.log")
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.stop()
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker: TestBroker) -> str:
+    return broker.bootstrap
 
 
 @pytest.fixture(scope="session")

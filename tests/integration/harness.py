@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from rl_worker.ops.services import EmbeddedBroker, LocalRedis, WorkerProcess, free_port, wait_for_port
+from rl_worker.settings import TopicNames
 from rl_worker.stream.internals import refresh_metadata
 
 __all__ = [
@@ -81,12 +82,7 @@ class Stack:
             "RL_REDIS_URL": self.redis_url,
             "RL_APP_ID": self.app_id,
             "RL_DATA_DIR": str(self.workdir / "data"),
-            "RL_TOPICS__SIGNALS": self.signals,
-            "RL_TOPICS__EXECUTIONS": self.executions,
-            "RL_TOPICS__CLOSES": self.closes,
-            "RL_TOPICS__DECISIONS": self.decisions,
-            "RL_TOPICS__DEAD_LETTER": self.dead_letter,
-            "RL_TOPICS__OUTCOMES": self.outcomes,
+            **{f"RL_TOPICS__{field.upper()}": self.topic(field.replace("_", "-")) for field in TopicNames.model_fields},
             "RL_PARTITIONS": "4",
         }
         return env | self.extra_env | overrides

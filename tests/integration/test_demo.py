@@ -1,4 +1,6 @@
-"""The README's main job, short: its own embedded broker, the test Redis, two workers, the simulator, a PNG."""
+"""The README's main job, short: its own broker (tansu, or Apache Kafka with --broker apache-kafka),
+the test Redis, two workers, the simulator, a PNG. The demo starts its broker itself, so this test
+is parametrised by the names in RL_TEST_BROKERS, not by the session broker."""
 
 from __future__ import annotations
 
@@ -11,24 +13,30 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.integration.brokers import test_broker_names
+
 pytestmark = pytest.mark.integration
 
+STARTED = {"tansu": "embedded broker (tansu) on 127.0.0.1:", "apache-kafka": "Apache Kafka on 127.0.0.1:"}
 
-def test_short_demo_runs_end_to_end(tmp_path: Path, redis_url: str) -> None:
+
+@pytest.mark.parametrize("broker", [n for n in test_broker_names() if n in STARTED])
+def test_short_demo_runs_end_to_end(tmp_path: Path, redis_url: str, broker: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")} | {"RL_REDIS_URL": redis_url}
     done = subprocess.run(
         # a relative --out, as the README's command uses (out/ under the working directory)
-        [sys.executable, "-m", "rl_worker", "demo", "--positions", "300", "--no-live", "--out", "out"],
+        [sys.executable, "-m", "rl_worker", "demo", "--positions", "300", "--no-live", "--out", "out",
+         "--broker", broker],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
         check=False,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert "embedded broker (tansu)" in output
+    assert STARTED[broker] in output
     assert "done: 300 positions" in output
     png = Path(re.search(r"learning curves: (\S+\.png)", output).group(1))
     assert png.is_relative_to(tmp_path / "out")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from rl_worker.ops.kafka_broker import kafka_version
 from rl_worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def settings_field(env_name: str) -> bool:
 def test_services_and_images() -> None:
     services = compose()["services"]
     assert {"kafka", "redis", "worker-1", "worker-2", "simulator"} <= set(services)
-    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["image"] == f"apache/kafka:{kafka_version()}"  # the version the tests run
     assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"]  # KRaft, no ZooKeeper
     assert services["redis"]["image"].startswith("redis:")
     for name, service in services.items():

@@ -19,13 +19,12 @@ from rl_worker.core.actions import (
     SizingAction,
     effective_limits,
     meta_action_mask,
-    meta_mask,
     sizing_action_mask,
-    sizing_mask,
 )
 from rl_worker.core.config import CoreConfig, RiskLimits
 from rl_worker.core.exceptions import NoAllowedActionError
 from rl_worker.core.types import REGIMES
+from tests.unit.core.reference import meta_mask, sizing_mask
 
 
 def test_meta_space_is_the_designs_60_in_index_order() -> None:
@@ -59,14 +58,14 @@ class TestMetaMask:
     def test_default_regime_table(self) -> None:
         config = CoreConfig()
         dual, mean_rev, breakout = list(range(20)), list(range(20, 40)), list(range(40, 60))
-        assert meta_mask("TREND", config).tolist() == dual + breakout
-        assert meta_mask("BREAKOUT", config).tolist() == dual + breakout
-        assert meta_mask("RANGE", config).tolist() == mean_rev + breakout
-        assert meta_mask("MEAN_REVERSION", config).tolist() == dual + mean_rev
+        assert meta_action_mask("TREND", config).indices.tolist() == dual + breakout
+        assert meta_action_mask("BREAKOUT", config).indices.tolist() == dual + breakout
+        assert meta_action_mask("RANGE", config).indices.tolist() == mean_rev + breakout
+        assert meta_action_mask("MEAN_REVERSION", config).indices.tolist() == dual + mean_rev
 
     def test_custom_table_and_read_only(self) -> None:
         table = {regime: ("mean_reversion",) for regime in REGIMES}
-        mask = meta_mask("TREND", CoreConfig(regime_strategies=table))
+        mask = meta_action_mask("TREND", CoreConfig(regime_strategies=table)).indices
         assert mask.tolist() == list(range(20, 40))
         with pytest.raises(ValueError, match="read-only"):
             mask[0] = 0
@@ -80,11 +79,11 @@ class TestMetaMask:
 class TestSizingMask:
     def test_default_limits(self) -> None:
         limits = RiskLimits()
-        mask = sizing_mask(limits.max_size_multiplier, limits.max_leverage).tolist()
+        mask = sizing_action_mask(limits.max_size_multiplier, limits.max_leverage).indices.tolist()
         assert mask == [m * 8 + lev for m in range(5) for lev in range(5)]  # leverage <= 10
 
     def test_limits_between_levels(self) -> None:
-        mask = sizing_mask(0.5, 4.0).tolist()
+        mask = sizing_action_mask(0.5, 4.0).indices.tolist()
         assert [SIZING_ACTIONS[i].as_dict() for i in mask] == [
             {"size_multiplier": 0.2, "leverage": 1},
             {"size_multiplier": 0.2, "leverage": 3},
@@ -95,7 +94,7 @@ class TestSizingMask:
     @pytest.mark.parametrize(("size", "leverage"), [(0.1, 10.0), (1.0, 0.5), (0.0, 0.0), (-1.0, 25.0)])
     def test_nothing_fits(self, size: float, leverage: float) -> None:
         with pytest.raises(NoAllowedActionError):
-            sizing_mask(size, leverage)
+            sizing_action_mask(size, leverage)
 
     def test_event_limits_only_tighten(self) -> None:
         configured = RiskLimits(max_size_multiplier=0.8, max_leverage=10.0)

@@ -7,14 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rl_worker.core.qlearning import (
-    DecisionRandom,
-    EpsilonSchedule,
-    QTable,
-    compute_propensities,
-    select_action,
-    td_update,
-)
+from rl_worker.core.qlearning import DecisionRandom, EpsilonSchedule, QTable
+from tests.unit.core.reference import as_mask, compute_propensities, numpy_generator, select_action, td_update
 
 ALL4 = np.arange(4, dtype=np.intp)
 
@@ -88,8 +82,8 @@ class TestTdUpdate:
             [0.0, 5.0, 0.0],
         ]
         assert visits.sum() == 5
-        assert table.max_value("s4", np.array([0, 2])) == 0.0
-        assert table.max_value("s4", np.arange(3)) == 5.0
+        assert table.max_value("s4", as_mask([0, 2])) == 0.0
+        assert table.max_value("s4", as_mask(np.arange(3))) == 5.0
 
     def test_from_arrays(self) -> None:
         table = QTable.from_arrays(["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]]), np.ones((2, 2), np.int64))
@@ -182,15 +176,15 @@ class TestEpsilonSchedule:
 class TestDecisionRandom:
     def test_same_seed_and_id_redraw_the_same_numbers(self) -> None:
         first = DecisionRandom(5)
-        a = first.generator("decision-1").random(4).tolist()
-        first.generator("something else").random(4)
-        again = first.generator("decision-1").random(4).tolist()
-        other_instance = DecisionRandom(5).generator("decision-1").random(4).tolist()
+        a = numpy_generator(first, "decision-1").random(4).tolist()
+        numpy_generator(first, "something else").random(4)
+        again = numpy_generator(first, "decision-1").random(4).tolist()
+        other_instance = numpy_generator(DecisionRandom(5), "decision-1").random(4).tolist()
         assert a == again == other_instance
 
     def test_seed_and_id_both_matter(self) -> None:
         draws = {
-            tuple(DecisionRandom(seed).generator(decision_id).random(2).tolist())
+            tuple(numpy_generator(DecisionRandom(seed), decision_id).random(2).tolist())
             for seed, decision_id in [(5, "a"), (6, "a"), (5, "b"), (56, ""), (5, "6:")]
         }
         assert len(draws) == 5
@@ -206,11 +200,13 @@ class TestDecisionRandom:
     def test_stream_is_pinned(self, seed: int, decision_id: str, draws: list[float]) -> None:
         # The stream is part of what a logged decision means: replaying an old log with a
         # new version must redraw the same numbers, so any change here is a breaking change.
-        assert DecisionRandom(seed).generator(decision_id).random(3).tolist() == draws
+        assert numpy_generator(DecisionRandom(seed), decision_id).random(3).tolist() == draws
+        stream = DecisionRandom(seed).stream(decision_id)
+        assert [stream.random() for _ in range(3)] == draws
 
     def test_draws_look_uniform(self) -> None:
         randoms = DecisionRandom(0)
-        firsts = np.array([randoms.generator(f"d{i}").random() for i in range(4000)])
+        firsts = np.array([numpy_generator(randoms, f"d{i}").random() for i in range(4000)])
         assert 0.47 < firsts.mean() < 0.53
         assert np.histogram(firsts, bins=4, range=(0, 1))[0].min() > 900
 
@@ -241,7 +237,7 @@ class TestTableCaches:
     ) -> None:
         # The cached greedy sets are updated incrementally on every write; after any sequence
         # of writes they must equal a fresh scan of the row, for every mask.
-        masks = [np.array(m) for m in ([0, 1, 2, 3, 4, 5], [0, 2, 4], [5], [1, 2])]
+        masks = [as_mask(m) for m in ([0, 1, 2, 3, 4, 5], [0, 2, 4], [5], [1, 2])]
         table = QTable(6, capacity=2)
         for state, action, value, direct, next_state in operations:
             if direct:
@@ -255,9 +251,9 @@ class TestTableCaches:
                         assert table.greedy_actions(key, mask) is None
                         assert table.max_value(key, mask) == 0.0
                         continue
-                    values = row[mask]
+                    values = row[mask.indices]
                     assert table.max_value(key, mask) == values.max()
-                    assert table.greedy_actions(key, mask) == tuple(mask[values == values.max()].tolist())
+                    assert table.greedy_actions(key, mask) == tuple(mask.indices[values == values.max()].tolist())
 
     def test_unsorted_masks_are_refused(self) -> None:
         with pytest.raises(ValueError, match="ascending"):
@@ -269,7 +265,7 @@ class TestDecisionStream:
     def test_same_draws_as_numpy_pcg64(self, seed: int, decision_id: str, n: int) -> None:
         randoms = DecisionRandom(seed)
         stream = randoms.stream(decision_id)
-        assert [stream.random() for _ in range(n)] == randoms.generator(decision_id).random(n).tolist()
+        assert [stream.random() for _ in range(n)] == numpy_generator(randoms, decision_id).random(n).tolist()
 
     def test_streams_are_independent_objects(self) -> None:
         randoms = DecisionRandom(3)

@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rl_worker.core.actions import SIZING_ACTIONS, effective_limits, meta_mask
+from rl_worker.core.actions import SIZING_ACTIONS, effective_limits, meta_action_mask
 from rl_worker.core.config import CoreConfig, QLearningConfig, RiskLimits
 from rl_worker.core.exceptions import NoAllowedActionError
 from rl_worker.core.market import MarketFeatures
 from rl_worker.core.outcome import MetaStateModel, MetaStep, Outcome, SizingStateModel, SizingStep
-from rl_worker.core.qlearning import compute_propensities
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import encode_replica
 from rl_worker.core.types import LEVERAGE_LEVELS, SIZE_MULTIPLIERS
 from rl_worker.sim.events import make_outcomes
+from tests.unit.core.reference import compute_propensities
 
 OutcomeFactory = Callable[..., Outcome]  # the `outcome_factory` fixture (tests/unit/core/conftest.py)
 
@@ -292,7 +292,7 @@ class TestDecisions:
         replica = ModelReplica(config.model_copy(update={"qlearning": QLearningConfig(epsilon_start=1.0)}))
         for regime in ("TREND", "RANGE", "BREAKOUT", "MEAN_REVERSION"):
             market = MarketFeatures(regime=regime, volatility=0.5, trend_strength=0.5, market_pressure=0.0)
-            allowed = set(meta_mask(regime, config).tolist())
+            allowed = set(meta_action_mask(regime, config).members)
             actions = {replica.decide_meta(market, 0.5, f"{regime}-{i}").selection.action for i in range(300)}
             assert actions <= allowed
             assert len(actions) > 30
@@ -340,7 +340,7 @@ class TestDecisions:
         table.set_value(key, 25, 99.0)  # mean_reversion is masked in TREND: never chosen
         n = 20_000
         counts = Counter(replica.decide_meta(TREND, 0.8, f"freq-{i}").selection.action for i in range(n))
-        probs = compute_propensities(table.row(key), meta_mask("TREND", config), 0.4, 60)
+        probs = compute_propensities(table.row(key), meta_action_mask("TREND", config), 0.4, 60)
         assert counts[25] == 0
         assert set(counts) <= set(np.flatnonzero(probs).tolist())
         frequencies = np.array([counts[a] for a in range(60)]) / n

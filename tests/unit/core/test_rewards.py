@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rl_worker.core.config import RewardConfig
+from rl_worker.core.exact import PnlWindow
 from rl_worker.core.rewards import (
-    PnlWindow,
     meta_reward,
     pnl_spread,
     regime_alignment,

@@ -16,11 +16,16 @@ from rl_worker.core.state import (
     MetaState,
     SizingKeyBuilder,
     SizingState,
-    build_meta_state,
-    build_sizing_state,
-    meta_state_key,
-    sizing_state_key,
 )
+from tests.unit.core.reference import meta_state_key, sizing_state_key
+
+
+def meta_key(state: MetaState, bins: MetaBins) -> str:
+    return MetaKeyBuilder(bins).key(*state)
+
+
+def sizing_key(state: SizingState, bins: SizingBins) -> str:
+    return SizingKeyBuilder(bins).key(*state)
 
 
 def meta_state(**overrides: float | str) -> MetaState:
@@ -52,41 +57,41 @@ class TestMetaKey:
     def test_default_bins(self) -> None:
         # v: 0.5 in (0.33, 0.66] -> 1; p: -0.5 below -0.33 -> 0; c: 0.8 above 0.75 -> 2;
         # w: 0.4 on an edge goes up -> 1; h: 0.5 on the only edge -> 1
-        assert meta_state_key(meta_state(), MetaBins()) == "TREND|v1p0c2w1h1"
+        assert meta_key(meta_state(), MetaBins()) == "TREND|v1p0c2w1h1"
 
     @pytest.mark.parametrize(
         ("volatility", "bin_index"), [(0.0, 0), (0.3299, 0), (0.33, 1), (0.6599, 1), (0.66, 2), (1.0, 2)]
     )
     def test_edges_belong_to_the_upper_bin(self, volatility: float, bin_index: int) -> None:
-        key = meta_state_key(meta_state(volatility=volatility), MetaBins())
+        key = meta_key(meta_state(volatility=volatility), MetaBins())
         assert key.split("|")[1].startswith(f"v{bin_index}p")
 
     def test_regime_is_part_of_the_key(self) -> None:
-        assert meta_state_key(meta_state(regime="RANGE"), MetaBins()).startswith("RANGE|")
+        assert meta_key(meta_state(regime="RANGE"), MetaBins()).startswith("RANGE|")
 
     def test_empty_bins_ignore_the_feature(self) -> None:
         bins = MetaBins(volatility=(), account_health=())
-        calm = meta_state_key(meta_state(volatility=0.0, account_health=0.0), bins)
-        wild = meta_state_key(meta_state(volatility=1.0, account_health=1.0), bins)
+        calm = meta_key(meta_state(volatility=0.0, account_health=0.0), bins)
+        wild = meta_key(meta_state(volatility=1.0, account_health=1.0), bins)
         assert calm == wild == "TREND|v0p0c2w1h0"
 
     def test_custom_bins(self) -> None:
         bins = MetaBins(confidence=(0.2, 0.4, 0.6, 0.8, 0.9))
-        assert meta_state_key(meta_state(confidence=0.85), bins) == "TREND|v1p0c4w1h1"
+        assert meta_key(meta_state(confidence=0.85), bins) == "TREND|v1p0c4w1h1"
 
 
 class TestSizingKey:
     def test_default_bins(self) -> None:
         # c: 0.3 -> 0; e: 0.9 -> 1; w: 0.65 -> 2; v: 0.1 -> 0; s: -0.2 below 0.0 -> 0
-        assert sizing_state_key(sizing_state(), SizingBins()) == "c0e1w2v0s0"
+        assert sizing_key(sizing_state(), SizingBins()) == "c0e1w2v0s0"
 
     def test_zero_slope_is_the_upper_bin(self) -> None:
-        assert sizing_state_key(sizing_state(equity_curve_slope=0.0), SizingBins()).endswith("s1")
+        assert sizing_key(sizing_state(equity_curve_slope=0.0), SizingBins()).endswith("s1")
 
     def test_empty_bins_ignore_the_feature(self) -> None:
         bins = SizingBins(signal_confidence=(), equity_curve_slope=())
-        low = sizing_state_key(sizing_state(signal_confidence=0.0, equity_curve_slope=-1.0), bins)
-        high = sizing_state_key(sizing_state(signal_confidence=1.0, equity_curve_slope=1.0), bins)
+        low = sizing_key(sizing_state(signal_confidence=0.0, equity_curve_slope=-1.0), bins)
+        high = sizing_key(sizing_state(signal_confidence=1.0, equity_curve_slope=1.0), bins)
         assert low == high == "c0e1w2v0s0"
 
 
@@ -98,9 +103,9 @@ def test_bins_must_be_strictly_ascending(edges: tuple[float, ...]) -> None:
         SizingBins(recent_winrate=edges)
 
 
-def test_builders() -> None:
+def test_states_read_as_named_fields() -> None:
     market = MarketFeatures(regime="BREAKOUT", volatility=0.7, trend_strength=0.9, market_pressure=0.4)
-    state = build_meta_state(market, confidence=0.6, previous_winrate=0.55, account_health=0.9)
+    state = MetaState(market.regime, market.volatility, market.market_pressure, 0.6, 0.55, 0.9)
     assert state.as_dict() == {
         "regime": "BREAKOUT",
         "volatility": 0.7,
@@ -109,7 +114,9 @@ def test_builders() -> None:
         "previous_winrate": 0.55,
         "account_health": 0.9,
     }
-    sizing = build_sizing_state(0.6, 0.2, 0.55, 0.7, -0.1)
+    sizing = SizingState(
+        signal_confidence=0.6, portfolio_exposure=0.2, recent_winrate=0.55, volatility=0.7, equity_curve_slope=-0.1
+    )
     assert sizing == SizingState(0.6, 0.2, 0.55, 0.7, -0.1)
     assert list(sizing.as_dict()) == [
         "signal_confidence",

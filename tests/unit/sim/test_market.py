@@ -11,7 +11,7 @@ import pytest
 
 from rl_worker.contract import PositionClosed, SignalGenerated, TradeExecuted, decode_event
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
-from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, meta_mask
+from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, meta_action_mask
 from rl_worker.core.config import RiskLimits
 from rl_worker.core.types import REGIMES, STRATEGIES
 from rl_worker.positions import PositionJoiner
@@ -120,7 +120,7 @@ def test_best_sizing_shrinks_with_volatility() -> None:
         opened = market.open_position()
         native = [
             i
-            for i in meta_mask(opened.hidden.regime, config.core)
+            for i in meta_action_mask(opened.hidden.regime, config.core).members
             if META_ACTIONS[i].strategy == NATIVE[opened.hidden.regime]
         ]
         scored = market.score(opened, native[0], 0)

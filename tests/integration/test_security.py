@@ -1,0 +1,184 @@
+"""Secured connections (design property 6): SASL_SSL to Apache Kafka, password / ACL user and TLS to
+Redis, the /snapshot token; wrong credentials fail fast, clearly, non-zero, and no secret leaks.
+
+Against a module's own Apache Kafka with a SASL_SSL listener (SCRAM users made by kafka-storage
+format, PLAIN users in the listener's JAAS config) and a TLS-only redis-server with requirepass
+and an ACL user; the CA and the server certificates are made here with `cryptography`. The
+tests' own reads and writes go through the broker's plaintext listener; everything rl_worker
+opens goes through the secured one. Only when RL_TEST_BROKERS names apache-kafka (tansu has
+neither TLS nor SASL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rl_worker.ops.kafka_broker import KafkaBroker, SaslSslListener
+from rl_worker.settings import Settings, TopicNames
+from rl_worker.stream.topics import ensure_topics
+from tests.integration.brokers import test_broker_names
+from tests.integration.harness import Stack
+from tests.integration.secured import CertificateAuthority, SecuredRedis, write_server_pem
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        "apache-kafka" not in test_broker_names(), reason="needs apache-kafka in RL_TEST_BROKERS (TLS and SASL)"
+    ),
+]
+
+USER = "rl-worker"
+
+
+@dataclass
+class Secured:
+    kafka: KafkaBroker
+    listener: SaslSslListener
+    redis: SecuredRedis
+    ca: CertificateAuthority
+    other_ca: CertificateAuthority
+    kafka_password: str
+    redis_password: str
+    redis_user: str
+    redis_user_password: str
+    snapshot_token: str
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.kafka_password, self.redis_password, self.redis_user_password, self.snapshot_token]
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """A worker's settings for the secured services: SASL_SSL (SCRAM-SHA-512), rediss:// + ACL user."""
+        return {
+            "RL_KAFKA_BOOTSTRAP": self.listener.bootstrap,
+            "RL_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+            "RL_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+            "RL_KAFKA__USERNAME": USER,
+            "RL_KAFKA__PASSWORD": self.kafka_password,
+            "RL_KAFKA__SSL_CA_FILE": str(self.ca.cert_path),
+            "RL_REDIS_URL": self.redis.url,
+            "RL_REDIS__USERNAME": self.redis_user,
+            "RL_REDIS__PASSWORD": self.redis_user_password,
+            "RL_REDIS__SSL_CA_FILE": str(self.ca.cert_path),
+            "RL_WEB_SNAPSHOT_TOKEN": self.snapshot_token,
+        } | overrides
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    directory = tmp_path_factory.mktemp("secured")
+    ca = CertificateAuthority.create(directory, "test-ca")
+    other_ca = CertificateAuthority.create(directory, "other-ca")  # trusted by nobody here
+    key, cert = ca.issue(["localhost", "127.0.0.1"])
+    _, _, keystore = write_server_pem(directory, "kafka", key, cert, ca)
+    kafka_password = "k-" + secrets.token_urlsafe(16)
+    listener = SaslSslListener(keystore, {USER: kafka_password})
+    kafka = KafkaBroker(directory / "kafka", sasl_ssl=listener)
+    redis_password, user_password = "r-" + secrets.token_urlsafe(16), "u-" + secrets.token_urlsafe(16)
+    kafka.start()
+    try:
+        tls_redis = SecuredRedis(directory, ca, redis_password, "rl", user_password)
+        try:
+            yield Secured(
+                kafka, listener, tls_redis, ca, other_ca, kafka_password, redis_password, "rl", user_password,
+                "t-" + secrets.token_urlsafe(16),
+            )
+        finally:
+            tls_redis.stop()
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture
+def secured_stack(secured: Secured, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(secured.kafka.bootstrap, secured.redis.url, tmp_path, extra_env=secured.env())
+    yield stack
+    stack.stop_all()
+
+
+def run_command(
+    args: list[str], env: dict[str, str], cwd: Path, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "rl_worker", *args], env=base | env, cwd=cwd,
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )
+
+
+def assert_no_secret(secured: Secured, *texts: str) -> None:
+    for text in texts:
+        for secret in secured.secrets:
+            assert secret not in text
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_each_sasl_mechanism_authenticates(secured: Secured, mechanism: str) -> None:
+    uid = secrets.token_hex(4)
+    settings = Settings(
+        kafka_bootstrap=secured.listener.bootstrap,
+        kafka={
+            "security_protocol": "SASL_SSL", "sasl_mechanism": mechanism, "username": USER,
+            "password": secured.kafka_password, "ssl_ca_file": secured.ca.cert_path,
+        },
+        topics=TopicNames(**{name: f"s{uid}.{name}" for name in TopicNames.model_fields}),
+    )
+    assert asyncio.run(ensure_topics(settings)) == settings.partitions
+
+
+FAILURES = {
+    "kafka-wrong-password": (
+        {"RL_KAFKA__PASSWORD": "wrong-" + secrets.token_hex(6)},
+        "SASL authentication of user 'rl-worker' (SCRAM-SHA-512) failed",
+    ),
+    "kafka-untrusted-ca": (
+        {"RL_KAFKA__SSL_CA_FILE": "OTHER_CA"},
+        "is not trusted (self-signed certificate in certificate chain); is RL_KAFKA__SSL_CA_FILE the CA",
+    ),
+    "kafka-plaintext-to-tls-port": (
+        {"RL_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT"},
+        "closed or ignored a plain-text request: is that port a TLS or SASL listener?",
+    ),
+    "redis-wrong-password": (
+        {"RL_REDIS__PASSWORD": "wrong-" + secrets.token_hex(6)},
+        "refused the password of user 'rl' (RL_REDIS__PASSWORD)",
+    ),
+    "redis-untrusted-ca": (
+        {"RL_REDIS__SSL_CA_FILE": "OTHER_CA"},
+        "is not trusted (self-signed certificate in certificate chain); is RL_REDIS__SSL_CA_FILE the CA",
+    ),
+    "redis-plaintext-to-tls-port": (
+        {"RL_REDIS_URL": "REDIS_PLAIN_URL"},
+        "closed the connection: is that port TLS (use a rediss:// URL)?",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES))
+def test_a_refused_connection_stops_the_worker_naming_the_cause(
+    secured: Secured, secured_stack: Stack, case: str
+) -> None:
+    overrides, expected = FAILURES[case]
+    replace = {
+        "OTHER_CA": str(secured.other_ca.cert_path),
+        "REDIS_PLAIN_URL": secured.redis.url.replace("rediss:", "redis:"),
+    }
+    worker = secured_stack.start_worker(**{k: replace.get(v, v) for k, v in overrides.items()})
+    code = worker.process.wait(60)  # it stops by itself: no join, no retry loop
+    log = worker.log
+    assert code != 0, log[-2000:]
+    assert expected in log, log[-2000:]
+    assert "Traceback" not in log
+    assert_no_secret(secured, log)
+    for value in overrides.values():
+        if value.startswith("wrong-"):
+            assert value not in log  # nor the wrong password tried
