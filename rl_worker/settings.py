@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rl_worker.core.config import CoreConfig
 
-__all__ = ["CheckpointSettings", "KafkaSecurity", "RedisSecurity", "Settings", "TopicNames"]
+__all__ = [
+    "CheckpointSettings",
+    "KafkaSecurity",
+    "RedisSecurity",
+    "Settings",
+    "TopicNames",
+    "check_app_id",
+    "learning_log_name",
+    "redis_namespace",
+]
+
+_APP_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 class TopicNames(BaseModel):
@@ -23,7 +35,11 @@ class TopicNames(BaseModel):
     closes: str = "trading.closes"
     decisions: str = "rl.decisions"
     dead_letter: str = "rl.dead-letter"
-    outcomes: str = Field("rl.outcomes", description="one partition: the totally ordered learning log")
+    outcomes: str = Field(
+        "",
+        description="the learning log (one partition, totally ordered); empty: `rl.outcomes.<app_id>`, "
+        "one log per app id (model namespace)",
+    )
 
 
 class KafkaSecurity(BaseModel):
@@ -136,6 +152,31 @@ class Settings(BaseSettings):
     core: CoreConfig = CoreConfig()
     log_level: str = Field("INFO")
 
+    @field_validator("app_id")
+    @classmethod
+    def _app_id_names_topics(cls, value: str) -> str:
+        if not _APP_ID.fullmatch(value):
+            raise ValueError("app_id must be 1-200 of [A-Za-z0-9._-]: it names a Kafka group and topics")
+        return value
+
+    @model_validator(mode="after")
+    def _learning_log_of_the_app_id(self) -> Settings:
+        if not self.topics.outcomes:
+            # frozen: the one place a derived default is filled in, while the object is being built
+            topics = self.topics.model_copy(update={"outcomes": learning_log_name(self.app_id)})
+            object.__setattr__(self, "topics", topics)
+        return self
+
     @property
     def redis_namespace(self) -> str:
-        return f"rl_worker:{self.app_id}"
+        return redis_namespace(self.app_id)
+
+
+def learning_log_name(app_id: str) -> str:
+    """The default learning log of a model namespace: `rl.outcomes.<app_id>`."""
+    return f"rl.outcomes.{app_id}"
+
+
+def redis_namespace(app_id: str) -> str:
+    """Where the checkpoints of a model namespace live in Redis."""
+    return f"rl_worker:{app_id}"
