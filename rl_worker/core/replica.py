@@ -10,7 +10,7 @@ what a snapshot stores).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from rl_worker.core.actions import (
@@ -344,10 +344,6 @@ class ModelReplica:
         taken = self._take_offset(offset)
         if taken is None:
             return False
-        self.meta_table, self.sizing_table = source.meta_table, source.sizing_table
-        self.winrate, self.equity, self.recent_pnl = source.winrate, source.equity, source.recent_pnl
-        self.episodes = source.episodes
-        self.n_updates = source.n_updates
-        self.meta_reward_total, self.size_reward_total = source.meta_reward_total, source.size_reward_total
-        self._set_hyperparameters(source.hyperparameters, taken, source.epsilon_origin)
+        state = replace(source.export_state(), applied=self.applied, log_offset=taken, hyperparameters_offset=taken)
+        self.import_state(state)
         return True

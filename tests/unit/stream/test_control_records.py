@@ -135,3 +135,14 @@ def test_a_reset_waits_for_the_store() -> None:
     live = WorkerRuntime(settings, FlakyStore(3, namespace=settings.redis_namespace, registry=registry))
     feed(live, [reset_record("candidate", offset, data)])
     assert live.replica.n_updates == 6 and live.replica.log_offset == 0
+
+
+def test_restore_at_start_up_keeps_the_hyperparameters_in_force() -> None:
+    registry: dict[str, MemoryCheckpointStore] = {}
+    first = runtime(registry)
+    feed(first, [*outcome_values(3), tuning_record(), *outcome_values(3, start=10)])
+    asyncio.run(first.checkpointer.store.save(first.replica.log_offset, encode_replica(first.replica)))
+    second = WorkerRuntime(first.settings, registry["rl_worker:live"])
+    asyncio.run(second.restore(log_end=7))
+    assert second.replica.hyperparameters == TUNED and second.replica.hyperparameters_offset == 3
+    assert encode_replica(second.replica) == encode_replica(first.replica)
