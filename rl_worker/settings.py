@@ -155,9 +155,7 @@ class Settings(BaseSettings):
     @field_validator("app_id")
     @classmethod
     def _app_id_names_topics(cls, value: str) -> str:
-        if not _APP_ID.fullmatch(value):
-            raise ValueError("app_id must be 1-200 of [A-Za-z0-9._-]: it names a Kafka group and topics")
-        return value
+        return check_app_id(value)
 
     @model_validator(mode="after")
     def _learning_log_of_the_app_id(self) -> Settings:
@@ -170,6 +168,13 @@ class Settings(BaseSettings):
     @property
     def redis_namespace(self) -> str:
         return redis_namespace(self.app_id)
+
+
+def check_app_id(app_id: str) -> str:
+    """An app id names a consumer group, topics and a Redis namespace: 1-200 of [A-Za-z0-9._-]."""
+    if not _APP_ID.fullmatch(app_id):
+        raise ValueError("app_id must be 1-200 of [A-Za-z0-9._-]: it names a Kafka group and topics")
+    return app_id
 
 
 def learning_log_name(app_id: str) -> str:
