@@ -133,11 +133,25 @@ def _speed_up_message_delivery() -> None:
     consumer_cls._rl_worker_fast_delivery = True  # type: ignore[attr-defined]
 
 
+def _stop_app_option_scan() -> None:
+    """Stop Faust's command line from taking any argument that starts with `--app` for `--app`.
+
+    `faust.cli.base._Group._maybe_import_app` scans sys.argv for `-A`/`--app` with
+    `arg.startswith("--app")`, so `tune --apply` and `checkpoint import --app-id X` made it try to
+    import "--meta-alpha" / "X" as the app module. `python -m rl_worker` builds the app before the
+    command line (app.main()), so the scan has nothing to do here.
+    """
+    from faust.cli import base
+
+    base._Group._maybe_import_app = lambda self, argv=None: None  # type: ignore[method-assign]
+
+
 def apply_patches(fetch_max_wait_ms: int) -> None:
     """Apply the class-level patches (idempotent); called once by the entry point."""
     _settings["fetch_max_wait_ms"] = fetch_max_wait_ms
     _tune_worker_consumer()
     _speed_up_message_delivery()
+    _stop_app_option_scan()
 
 
 # ---- per-instance accessors ----------------------------------------------------------------------
@@ -227,6 +241,16 @@ def _check_metadata() -> None:
     assert "self._client" in inspect.getsource(AIOKafkaConsumer.__init__), "AIOKafkaConsumer._client is gone"
 
 
+def _check_app_option_scan() -> None:
+    from faust.cli import base
+
+    method = getattr(base._Group, "_maybe_import_app", None)
+    assert method is not None, "faust.cli.base._Group._maybe_import_app is gone"
+    assert "self._maybe_import_app()" in inspect.getsource(base._Group.make_context), (
+        "faust's _Group.make_context no longer calls _maybe_import_app"
+    )
+
+
 INTERNALS = (
     Internal(
         "faust Consumer.wait_first (+ mode WaitResults, Service._stopped/_crashed)",
@@ -257,6 +281,12 @@ INTERNALS = (
         "see a topic's partitions right after it was created (simulator, test harness)",
         "start-up of the simulator without polling for seconds",
         _check_metadata,
+    ),
+    Internal(
+        "faust cli _Group._maybe_import_app, made a no-op",
+        "it reads any argument starting with --app as --app: `tune --apply`, `checkpoint import --app-id`",
+        "correctness: the seed's `--apply` flag works",
+        _check_app_option_scan,
     ),
 )
 
