@@ -120,7 +120,8 @@ def test_tune_and_restore_in_a_two_worker_group_match_a_full_replay(stack_factor
     assert "reset record written" in restored and "outcomes applied" in restored
     for worker in workers:
         health = worker.wait_model_version(67)
-        assert health["outcomes_applied"] == restored_updates and health["hyperparameters"]["in_force_since_offset"] == 66
+        assert health["outcomes_applied"] == restored_updates
+        assert health["hyperparameters"]["in_force_since_offset"] == 66
     listed = ok(cli(stack, "checkpoint", "list"))
     assert any(line.split("│")[1].strip() == str(target) and "pinned" in line for line in listed.splitlines()
                if line.count("│") > 5)
