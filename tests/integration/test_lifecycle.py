@@ -176,7 +176,9 @@ def test_bad_input_is_refused_and_writes_nothing(stack_factory: Any, redis_url: 
 
 
 def test_export_import_promote_and_pins(stack_factory: Any, redis_url: str, tmp_path: Path) -> None:
-    stack = stack_factory(RL_CHECKPOINT__EVERY_OUTCOMES="5", RL_CHECKPOINT__INTERVAL_S="3600")
+    stack = stack_factory(
+        RL_CHECKPOINT__EVERY_OUTCOMES="5", RL_CHECKPOINT__INTERVAL_S="3600", RL_CHECKPOINT__RETENTION="2"
+    )
     worker = stack.start_worker()
     worker.wait_ready()
     first, rest = positions_in_two_batches(stack, 30, 20, seed=6)
@@ -199,9 +201,15 @@ def test_export_import_promote_and_pins(stack_factory: Any, redis_url: str, tmp_
 
         # pinned checkpoints survive retention
         ok(cli(stack, "checkpoint", "pin", str(offset)))
-        run(produce(stack.bootstrap, rest))
+        half = len(rest) // 2  # five whole positions each: a checkpoint each (every 5 outcomes)
+        run(produce(stack.bootstrap, rest[:half]))
+        worker.wait_model_version(25)
+        wait_for(lambda: max(checkpoint_offsets(redis_url, stack.app_id)) >= 24)
+        run(produce(stack.bootstrap, rest[half:]))
         worker.wait_model_version(30)
-        wait_for(lambda: max(checkpoint_offsets(redis_url, stack.app_id)) >= 29)
+        # two newer checkpoints with a retention of 2: only the pin keeps this one
+        wait_for(lambda: len([o for o in checkpoint_offsets(redis_url, stack.app_id) if o > offset]) >= 2)
+        assert offset in checkpoint_offsets(redis_url, stack.app_id)
 
         # promote the imported model: the live replica becomes it at the record's offset
         promoted = ok(cli(stack, "checkpoint", "promote", "--from-app-id", candidate, "--yes"))
