@@ -58,11 +58,11 @@ from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import Selection
 from rl_worker.core.replica import Decision, ModelReplica
 from rl_worker.core.snapshot import encode_replica
-from rl_worker.core.state import MetaState, SizingState, meta_state_key, sizing_state_key
+from rl_worker.core.state import MetaState, SizingState
 from rl_worker.errors import RlWorkerError
 from rl_worker.ops.exceptions import CommandError
 from rl_worker.ops.learning_log import open_store
-from rl_worker.positions import PositionJoiner, Row
+from rl_worker.positions import PositionJoiner, PositionRow
 from rl_worker.settings import Settings, check_app_id, learning_log_name, redis_namespace
 from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.topics import event_type_by_topic
@@ -172,8 +172,7 @@ class LoggedPolicyReplica(ModelReplica):
             self.from_decisions += 1
             state = MetaState(**logged.state)  # type: ignore[arg-type]
             selection = Selection(logged.action_index, logged.explored, logged.propensity)
-            return Decision(state, meta_state_key(state, self.config.meta_bins), selection, logged.epsilon,
-                            self.model_version)
+            return Decision(state, self._meta_keys.key(*state), selection, logged.epsilon, self.model_version)
         action = self._event_action(decision_id)
         decision = super().decide_meta(market, confidence, decision_id)
         return decision._replace(selection=Selection(action, False, 1.0))
@@ -192,8 +191,7 @@ class LoggedPolicyReplica(ModelReplica):
             self.from_decisions += 1
             state = SizingState(**logged.state)  # type: ignore[arg-type]
             selection = Selection(logged.action_index, logged.explored, logged.propensity)
-            return Decision(state, sizing_state_key(state, self.config.sizing_bins), selection, logged.epsilon,
-                            self.model_version)
+            return Decision(state, self._sizing_keys.key(*state), selection, logged.epsilon, self.model_version)
         action = self._event_action(decision_id)
         decision = super().decide_sizing(
             signal_confidence, portfolio_exposure, volatility, decision_id, max_size_multiplier, max_leverage
@@ -246,7 +244,7 @@ def replay_positions(
     no logged action for a decision is counted as skipped and its later events are ignored.
     """
     joiner = PositionJoiner(replica, policy, lambda: 0)  # decision timestamps are not learned from
-    rows: dict[str, Row] = {}
+    rows: dict[str, PositionRow] = {}
     done: set[str] = set()
     logged = replica.logged
     wants_events = logged.mode != "decisions"
