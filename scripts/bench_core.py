@@ -56,8 +56,8 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
-def run(runs: int, n_records: int, calls: int) -> dict[str, float]:
-    config = CoreConfig(seed=3)
+def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict[str, float]:
+    config = CoreConfig.model_validate({"seed": 3, "profile": profile})
     records = build_outcomes(n_records, config)
 
     # A replica trained on every record: decisions read populated Q-rows.
@@ -177,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer records and calls (a smoke run)")
     parser.add_argument("--runs", type=int, default=None, help="repeats per figure (at least 5)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="what to time (default cpu)")
+    parser.add_argument(
+        "--profile", choices=("default", "seed"), default="default", help="learning profile (RL_CORE__PROFILE)"
+    )
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
     runs = max(5, args.runs or (5 if args.quick else 7))
     n_records, calls = (4_000, 2_000) if args.quick else (20_000, 20_000)
-    print_report(run(runs, n_records, calls))
+    print(f"profile {args.profile}")
+    print_report(run(runs, n_records, calls, args.profile))
     return 0
 
 

@@ -72,18 +72,48 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             show_default=True,
             help="broker started when RL_KAFKA_BOOTSTRAP is not set (apache-kafka: scripts/kafka/fetch.sh's jars)",
         ),
+        option(
+            "--core",
+            type=click_choice("configured", "demo"),
+            default="configured",
+            show_default=True,
+            help="the workers' core: the configured one (RL_CORE__*, else the defaults) or the demo's coarse bins",
+        ),
+        option("--window", type=int, default=500, show_default=True, help="positions the learning figures cover"),
     )
-    async def demo(self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool, broker: str) -> None:
+    async def demo(
+        self: Any,
+        positions: int,
+        seed: int,
+        workers: int,
+        out: str,
+        no_live: bool,
+        broker: str,
+        core: str,
+        window: int,
+    ) -> None:
         """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
         from rl_worker.ops.demo import run_demo
+        from rl_worker.sim.demo_config import demo_core_config
 
-        result = await run_demo(settings, positions, seed, workers, Path(out), live=not no_live, broker=broker)
+        core_config = settings.core if core == "configured" else demo_core_config()
+        result = await run_demo(
+            settings,
+            positions,
+            seed,
+            workers,
+            Path(out),
+            live=not no_live,
+            broker=broker,
+            core=core_config,
+            window=window,
+        )
         snap = result.progress.report.snapshot()
         self.say(
             f"done: {result.progress.closed} positions in {result.progress.elapsed_s:.1f} s; "
             f"share of the best reward above random over the last "
             f"{min(result.progress.report.window, result.progress.closed)}: "
-            f"{snap.fraction:.1%}"
+            f"{snap.fraction:.1%} (meta {snap.meta_fraction:.1%}, sizing {snap.sizing_fraction:.1%})"
         )
         self.say(f"learning curves: {result.png.resolve()}")
         self.say(

@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from rl_worker.core.config import CoreConfig
 from rl_worker.ops.services import EmbeddedBroker, LocalRedis, WorkerProcess, redis_answers, settings_env, stop_workers
 from rl_worker.ops.simulate import SimulationProgress, run_simulation
 from rl_worker.settings import CheckpointSettings, Settings, TopicNames
-from rl_worker.sim.demo_config import demo_core_config
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -173,7 +173,10 @@ async def run_demo(
     out_dir: Path,
     live: bool = True,
     broker: str = "tansu",
+    core: CoreConfig | None = None,
+    window: int = 500,
 ) -> DemoResult:
+    """`core`: the workers' core config (default: the configured one)."""
     run = time.strftime("%Y%m%d-%H%M%S")
     workdir = (out_dir / f"demo-{run}").resolve()  # the workers run in it: no relative paths
     workdir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +188,7 @@ async def run_demo(
             "redis_url": SecretStr(redis_url),
             "app_id": f"rl-{prefix}",
             "topics": TopicNames(**{field: f"{prefix}.{name}" for field, name in TopicNames().model_dump().items()}),
-            "core": demo_core_config(),
+            "core": configured.core if core is None else core,
             "checkpoint": CheckpointSettings(every_outcomes=500, interval_s=5.0),
         })
         from rl_worker.stream.topics import ensure_topics
@@ -214,7 +217,9 @@ async def run_demo(
                 display = Live(console=console, refresh_per_second=4, transient=False)
                 display.start()
             try:
-                progress = await run_simulation(settings, positions, seed=seed, on_progress=on_progress)
+                progress = await run_simulation(
+                    settings, positions, seed=seed, window=window, on_progress=on_progress
+                )
             finally:
                 if display is not None:
                     display.stop()
