@@ -230,7 +230,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     axes[0][1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
 
 
