@@ -16,6 +16,7 @@ from rl_worker.core.market import MarketFeatures
 from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.rewards import risk_penalty, size_reward, volatility_adjustment
+from rl_worker.core.snapshot import decode_replica, encode_replica
 from rl_worker.sim.events import make_outcome, make_outcomes
 
 TREND = MarketFeatures(regime="TREND", volatility=0.3, trend_strength=0.7, market_pressure=0.4)
@@ -257,3 +258,21 @@ def test_the_default_profile_learns_differently_and_stays_deterministic() -> Non
     assert first.meta_table.used()[0].tobytes() == second.meta_table.used()[0].tobytes()
     assert first.sizing_table.used()[0].tobytes() == second.sizing_table.used()[0].tobytes()
     assert first.meta_table.keys == second.meta_table.keys
+
+
+def test_a_restored_default_replica_decides_and_learns_as_the_live_one() -> None:
+    """Backoff reads row update counts and strategy rows: a snapshot must carry them (as Q-table rows)."""
+    config = CoreConfig(seed=3)
+    records = make_outcomes(np.random.default_rng(9), config, 300)
+    live = ModelReplica(config)
+    for record in records[:200]:
+        live.apply(record)
+    restored = decode_replica(encode_replica(live), config)
+    for record in records[200:]:
+        live.apply(record)
+        restored.apply(record)
+    for i in range(40):
+        assert restored.decide_meta(TREND, 0.6, f"d{i}") == live.decide_meta(TREND, 0.6, f"d{i}")
+        assert restored.decide_sizing(0.6, 0.3, 0.3, f"d{i}") == live.decide_sizing(0.6, 0.3, 0.3, f"d{i}")
+    assert restored.meta_table.used()[0].tobytes() == live.meta_table.used()[0].tobytes()
+    assert restored.sizing_table.used()[1].tobytes() == live.sizing_table.used()[1].tobytes()
