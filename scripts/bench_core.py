@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
+from rl_worker.ops.verification_report import write_result
 from rl_worker.sim.events import make_outcome
 
 TARGET_APPLY_PER_S = 100_000
@@ -180,13 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", choices=("default", "seed"), default="default", help="learning profile (RL_CORE__PROFILE)"
     )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the figures as JSON (docs/VERIFICATION_REPORT.md reads results/)")
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
     runs = max(5, args.runs or (5 if args.quick else 7))
     n_records, calls = (4_000, 2_000) if args.quick else (20_000, 20_000)
     print(f"profile {args.profile}")
-    print_report(run(runs, n_records, calls, args.profile))
+    results = run(runs, n_records, calls, args.profile)
+    print_report(results)
+    if args.json:
+        write_result(args.json, "bench_core", results | {"clock": args.clock, "profile": args.profile}, argv)
     return 0
 
 
