@@ -56,7 +56,8 @@ def source_words() -> set[str]:
 
 def missing_files(text: str) -> list[str]:
     # (deploy/ only with its folders: `kubectl exec deploy/rl-worker` names a Deployment, not a file)
-    pattern = r"(?<![\w/.-])((?:rl_worker|scripts|deploy/(?:kubernetes|grafana)|docs|topics|tests|\.ci)(?:/[\w.-]*\w)*/?)"
+    roots = r"rl_worker|scripts|deploy/(?:kubernetes|grafana)|docs|topics|tests|\.ci"
+    pattern = rf"(?<![\w/.-])((?:{roots})(?:/[\w.-]*\w)*/?)"
     return [f"{path} does not exist" for path in sorted(set(re.findall(pattern, text))) if not (ROOT / path).exists()]
 
 
