@@ -24,12 +24,14 @@ GENERIC_EXIT = (
 FAUST_DOCUMENTED = {
     "worker": {
         "summary": "Run a worker of the consumer group `RL_APP_ID` (the decision and learning process).",
-        "about": "Runs a worker of the consumer group `RL_APP_ID` until it is stopped: creates the missing topics "
-        "(waiting up to 60 s for the broker), restores the newest usable checkpoint, replays the learning log, "
-        "then decides. Health and metrics on `RL_WEB_HOST:RL_WEB_PORT` (the options below override them).",
+        "about": "Runs a worker of the consumer group `RL_APP_ID` until it is stopped: checks that Kafka and Redis "
+        "accept its credentials and TLS (a refusal stops it at once, naming the cause), creates the missing topics "
+        "(waiting up to 60 s for the broker), restores the newest usable checkpoint, replays the learning log, then "
+        "decides. Health and metrics on `RL_WEB_HOST:RL_WEB_PORT` (the options below override them).",
         "exit": "0 after SIGTERM or SIGINT (it leaves the group and writes a final checkpoint first); 1 when the "
-        "broker does not answer within 60 s at start, when the input topics are not co-partitioned, or when a "
-        "send fails after the producer's retries.",
+        "settings do not validate, when Kafka or Redis refuses the configured credentials or TLS, when the broker "
+        "does not answer within 60 s at start, when the input topics are not co-partitioned, or when a send fails "
+        "after the producer's retries.",
     },
 }
 

@@ -73,6 +73,9 @@ def test_configmap_and_secret_are_settings_that_parse(monkeypatch: pytest.Monkey
         assert isinstance(value, str), f"{key}: ConfigMap and Secret values are strings"
         monkeypatch.setenv(key, value)
     settings = Settings()  # raises when a value does not parse
+    # the keys the Secret's comments offer for secured clusters are settings too, and secret ones
+    offered = re.findall(r"^#\s+(RL_\w+):", (K8S / "secret.yaml").read_text(), re.M)
+    assert offered and all(settings_field(k) for k in offered), offered
     assert settings.web_host == "0.0.0.0"  # the probes and Prometheus reach the pod from outside
     assert str(settings.data_dir) == "/data"
 
