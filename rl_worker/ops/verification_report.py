@@ -110,9 +110,10 @@ PROPERTIES: tuple[Property, ...] = (
     Property(
         "Operator tools: pre-flight, status and deploy.sh --monitor-only against a real broker, Redis and worker",
         (
-            "tests/integration/test_preflight.py::test_preflight_names_what_is_missing_then_passes",
+            "tests/integration/test_preflight.py::test_preflight_names_what_is_missing_and_what_does_not_fit",
             "tests/integration/test_preflight.py::test_preflight_unreachable_services_fail_without_leaking_the_password",
             "tests/integration/test_preflight.py::test_a_running_worker_passes_preflight_status_and_monitor_only",
+            "tests/integration/test_security.py::test_preflight_passes_secured_and_names_the_cause_of_a_refusal",
         ),
     ),
     Property(
