@@ -8,6 +8,7 @@ tests/unit/test_tools_doc.py fails when the file and the CLI drift apart.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -19,6 +20,12 @@ __all__ = ["build_cli", "render_tools_doc"]
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "TOOLS.md"
 GENERIC_EXIT = (
     "0 when it completes; 2 on a usage error (unknown option, bad value); 1 when it fails (the error is printed)."
+)
+# commands that run through ops.commands.run_command (seen in their source) share its exit codes
+RUN_COMMAND_EXIT = (
+    "0 when it completes; 2 when the input is wrong (a usage error, a bad argument, file or offset: nothing "
+    "is written); 1 when Kafka or Redis fails, a read stalls or a confirmation is refused. An error is printed "
+    "as one line."
 )
 # Faust's commands we document in full, because operators run them, with what their help text lacks
 FAUST_DOCUMENTED = {
@@ -55,6 +62,16 @@ def is_ours(command: click.Command) -> bool:
     return bool(handler is not None and str(getattr(handler, "__module__", "")).startswith("rl_worker"))
 
 
+def _uses_run_command(command: click.Command) -> bool:
+    handler = getattr(command.callback, "__wrapped__", None)
+    run = getattr(handler, "run", None)
+    try:
+        source = inspect.getsource(run) if run is not None else ""
+    except (OSError, TypeError):
+        return False
+    return "run_command(" in source
+
+
 def _type_name(param: click.Parameter) -> str:
     if isinstance(param.type, click.Choice):
         return " \\| ".join(f"`{c}`" for c in param.type.choices)
@@ -65,7 +82,7 @@ def _type_name(param: click.Parameter) -> str:
 
 def _default(param: click.Parameter) -> str:
     default = param.default
-    if getattr(param, "is_flag", False) or default is None or default == () or repr(default) == "Sentinel.UNSET":
+    if getattr(param, "is_flag", False) or default in (None, (), "") or repr(default) == "Sentinel.UNSET":
         return ""
     if callable(default):
         return "(computed)"
@@ -92,6 +109,8 @@ def render_command(name: str, command: click.Command) -> list[str]:
     extra = FAUST_DOCUMENTED.get(name, {})
     body = extra.get("about", body)
     exit_status = extra.get("exit", exit_status)
+    if exit_status is None and _uses_run_command(command):
+        exit_status = RUN_COMMAND_EXIT
     lines = [f"## `rl-worker {name}`", "", body, "", f"Usage: `rl-worker {name} {usage}`", ""]
     arguments = [p for p in command.params if isinstance(p, click.Argument)]
     options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
@@ -104,8 +123,8 @@ def render_command(name: str, command: click.Command) -> list[str]:
         lines += ["| option | type | default | meaning |", "|---|---|---|---|"]
         for o in options:
             flags = ", ".join(f"`{f}`" for f in [*o.opts, *o.secondary_opts])
-            repeat = " (repeatable)" if o.multiple else ""
-            lines.append(f"| {flags} | {_type_name(o)}{repeat} | {_default(o)} | {_cell(o.help)} |")
+            notes = (" (repeatable)" if o.multiple else "") + (" (required)" if o.required else "")
+            lines.append(f"| {flags} | {_type_name(o)}{notes} | {_default(o)} | {_cell(o.help)} |")
         lines.append("")
     lines += [f"Exit status: {exit_status or GENERIC_EXIT}", ""]
     return lines
