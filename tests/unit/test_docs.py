@@ -109,7 +109,8 @@ def unknown_code(text: str) -> list[str]:
                 problems.append(f"{token} does not exist")
         elif re.fullmatch(r"[A-Z][a-z]\w*\.[a-z_]\w*", token):  # Class.method
             cls, attr = token.split(".")
-            if cls not in names or not hasattr(names[cls], attr):
+            fields = getattr(names.get(cls), "model_fields", {})  # pydantic fields are not class attributes
+            if cls not in names or not (hasattr(names[cls], attr) or attr in fields):
                 problems.append(f"{token} does not exist")
         elif re.fullmatch(r"[A-Z][a-z]+(?:[A-Z][a-z0-9]*)+", token):  # CamelCase: a class or an error class
             if token not in names and token not in words:
