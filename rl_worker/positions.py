@@ -10,10 +10,13 @@ Per position id:
 - POSITION_CLOSED   -> the outcome record (as soon as both decisions and the close are there).
 
 Duplicates (same event_id, another offset) change nothing. A redelivery (same event_id,
-same topic/partition/offset, as after a crash before the offset commit) re-emits exactly
-the records that event emitted the first time, with the same ids and bytes, so nothing
-is lost and consumers that dedupe by id see each record once. A second, different event of
-the same type for a position is a conflict and is dead-lettered.
+same topic/partition/offset, as after a crash before the offset commit) re-emits the records
+that event emitted the first time, with the same ids and bytes, except the decisions known to
+be on the decisions topic already (`published`: read back when the partition was assigned, or
+sent by this worker): those are not sent twice. A decision about to be made that is already
+published (its record was sent by a previous owner whose table write was lost) is taken as
+published, not made again, so the outcome credits the action that was published. A second,
+different event of the same type for a position is a conflict and is dead-lettered.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "JoinResult",
     "PositionJoiner",
     "PositionRow",
+    "Published",
     "RowReader",
     "SignalSlot",
     "Source",
@@ -47,6 +51,12 @@ __all__ = [
 ]
 
 Source = tuple[str, int, int]  # topic, partition, offset of an input record
+Published = Callable[[str], "bytes | None"]  # decision id -> the record already on the decisions topic
+
+
+def _nothing_published(decision_id: str) -> bytes | None:
+    return None
+
 Src = list[Any]  # the same, as the row stores it (a JSON list)
 _SLOT = {"SIGNAL_GENERATED": "signal", "TRADE_EXECUTED": "execution", "POSITION_CLOSED": "close"}
 
@@ -229,14 +239,17 @@ class PositionJoiner:
         event: SignalGenerated | TradeExecuted | PositionClosed,
         source: Source,
         event_ms: int | None = None,
+        published: Published = _nothing_published,
     ) -> JoinResult:
         """Join one event. `event_ms` is the input record's timestamp: the row's `updated_ms`,
-        which expiry compares with its partition's stream time (wall clock when absent)."""
+        which expiry compares with its partition's stream time (wall clock when absent);
+        `published` finds the decisions of this partition already on the decisions topic."""
         slot = _SLOT[event.event_type]
         src = list(source)
         if row is None:
             row = PositionRow(event.symbol)
         else:
+            row = _as_published(row, event.position_id, published)
             stored: SignalSlot | ExecutionSlot | CloseSlot | None = getattr(row, slot)
             if stored is not None:
                 if stored.event_id != event.event_id:
@@ -245,7 +258,8 @@ class PositionJoiner:
                         "ConflictingEvent",
                     )
                 if stored.src == src:
-                    return JoinResult(event.position_id, row, self._emitted_by(row, src), "redelivered")
+                    emits = self._emitted_by(row, src, event.position_id, published)
+                    return JoinResult(event.position_id, row, emits, "redelivered")
                 return JoinResult(event.position_id, row, [], "duplicate")
             if row.symbol != event.symbol:
                 raise InvalidEventError(
@@ -255,7 +269,7 @@ class PositionJoiner:
             row = row.copy()
         setattr(row, slot, self._slot_value(event, src))
         row.partition = source[1]
-        emits = self._progress(row, event.position_id, src)
+        emits = self._progress(row, event.position_id, src, published)
         row.updated_ms = self.clock_ms() if event_ms is None else event_ms
         return JoinResult(event.position_id, row, emits, "applied")
 
@@ -285,14 +299,23 @@ class PositionJoiner:
             )
         return close
 
-    def _progress(self, row: PositionRow, position_id: str, src: Src) -> list[Emit]:
+    def _progress(self, row: PositionRow, position_id: str, src: Src, published: Published) -> list[Emit]:
         emits: list[Emit] = []
-        signal = row.signal
+        signal, execution = row.signal, row.execution
+        # a decision already on the topic is taken as it was published, not made again
+        if signal is not None and row.meta is None and (taken := published(f"{position_id}:meta")) is not None:
+            row.meta = Emitted(taken.decode(), src)
+        if (
+            signal is not None
+            and execution is not None
+            and row.sizing is None
+            and (taken := published(f"{position_id}:sizing")) is not None
+        ):
+            row.sizing = Emitted(taken.decode(), src)
         if signal is not None and row.meta is None:
             decision = self.replica.decide_meta(signal.market, signal.confidence, f"{position_id}:meta")
             row.meta, emit = self._record(decision, "meta", position_id, row.symbol, signal.event_id, signal.src, src)
             emits.append(emit)
-        execution = row.execution
         if signal is not None and execution is not None and row.sizing is None:
             decision = self.replica.decide_sizing(
                 signal.confidence,
@@ -379,15 +402,29 @@ class PositionJoiner:
         return outcome.model_dump_json()
 
     @staticmethod
-    def _emitted_by(row: PositionRow, src: Src) -> list[Emit]:
+    def _emitted_by(row: PositionRow, src: Src, position_id: str, published: Published) -> list[Emit]:
         emits = [
             Emit("decision", emitted.record.encode(), agent, json.loads(emitted.record)["explored"])
             for agent, emitted in (("meta", row.meta), ("sizing", row.sizing))
-            if emitted is not None and emitted.emitted_by == src
+            if emitted is not None and emitted.emitted_by == src and published(f"{position_id}:{agent}") is None
         ]
         if row.outcome is not None and row.outcome.emitted_by == src:
             emits.append(Emit("outcome", row.outcome.record.encode()))
         return emits
+
+
+def _as_published(row: PositionRow, position_id: str, published: Published) -> PositionRow:
+    """The row with its decisions as published, where the topic holds another record for one
+    (a row restored from the changelog can be older than what a previous owner sent)."""
+    for agent in ("meta", "sizing"):
+        stored: Emitted | None = getattr(row, agent)
+        if stored is None:
+            continue
+        taken = published(f"{position_id}:{agent}")
+        if taken is not None and taken.decode() != stored.record:
+            row = row.copy()
+            setattr(row, agent, Emitted(taken.decode(), stored.emitted_by))
+    return row
 
 
 def _step(stored: Emitted) -> dict[str, Any]:

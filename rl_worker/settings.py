@@ -145,6 +145,14 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(1.0, gt=0, description="at most a third of the session timeout")
     fetch_max_wait_ms: int = Field(20, ge=1, description="worker consumer's fetch wait (Faust hard-codes 1500)")
+    stall_timeout_s: float = Field(
+        10.0, gt=0, description="an assigned input partition whose commits do not move this long while records "
+        "wait on it is stalled (shown in /health; the worker seeks it back to its committed offset)"
+    )
+    stall_exit_after_s: float = Field(
+        10.0, ge=0, description="a worker still stalled this much later exits (status 70) so that its "
+        "partitions are reassigned; 0: never exit"
+    )
     catch_up_timeout_s: float = Field(
         30.0, ge=0, description="how long start-up waits for the replica to reach the log end"
     )

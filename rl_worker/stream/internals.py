@@ -114,7 +114,16 @@ def _speed_up_message_delivery() -> None:
     original = consumer_cls.wait_first
 
     async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
-        if len(coros) != 2 or not asyncio.iscoroutine(coros[0]) or self._stopped.is_set() or self._crashed.is_set():
+        if (
+            len(coros) != 2
+            or not asyncio.iscoroutine(coros[0])
+            or self._stopped.is_set()
+            or self._crashed.is_set()
+            # While a rebalance holds the flow, Faust's own wait_first drops the record (it is
+            # fetched again after the seek to the committed offset); delivering it here would
+            # put a record of the old assignment into a stream buffer that was just cleared.
+            or self.suspend_flow.is_set()
+        ):
             return await original(self, *coros, timeout=timeout)
         deliver, other = coros
         try:
@@ -146,12 +155,64 @@ def _stop_app_option_scan() -> None:
     base._Group._maybe_import_app = lambda self, argv=None: None  # type: ignore[method-assign]
 
 
+def _report_commits() -> None:
+    """Tell the app (`app.rl_on_committed(offsets)`) which input offsets a commit stored, once
+    the broker accepted it. Faust records its committed offsets even when the broker refused
+    the commit (a rebalance in between); the ledger of published decisions must only count
+    offsets the broker has."""
+    consumer_cls = faust_consumer.ThreadDelegateConsumer
+    if getattr(consumer_cls, "_rl_worker_commit_report", False):
+        return
+    original = consumer_cls._commit
+
+    async def _commit(self: Any, offsets: Any) -> bool:
+        done = await original(self, offsets)
+        listener = getattr(self.app, "rl_on_committed", None)
+        if done and listener is not None:
+            listener(offsets)
+        return bool(done)
+
+    consumer_cls._commit = _commit  # type: ignore[method-assign]
+    consumer_cls._rl_worker_commit_report = True  # type: ignore[attr-defined]
+
+
+def _read_changelog_ends() -> None:
+    """Make a table's changelog recovery run to the last record, not to the end a broker reports.
+
+    tansu reports a partition's end as its last batch's base offset + 1: Faust's recovery then
+    stopped inside the last batch, and the rows written just before a kill were missing from the
+    restored table (a committed close was forgotten, its position never completed). The app's
+    `rl_true_ends(tps)` reads each changelog partition on from the reported end.
+    """
+    from faust.tables.recovery import Recovery
+
+    if getattr(Recovery, "_rl_worker_true_ends", False):
+        return
+    original = Recovery._build_highwaters
+
+    async def _build_highwaters(self: Any, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        await original(self, consumer, tps, destination, title)
+        finder = getattr(self.app, "rl_true_ends", None)
+        if finder is None or not tps:
+            return
+        ends = await finder([(tp.topic, tp.partition) for tp in tps])
+        for tp in tps:
+            end = ends.get((tp.topic, tp.partition))
+            if end is not None and end - 1 > destination[tp]:
+                destination[tp] = end - 1
+
+    Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
+    Recovery._rl_worker_true_ends = True  # type: ignore[attr-defined]
+
+
 def apply_patches(fetch_max_wait_ms: int) -> None:
     """Apply the class-level patches (idempotent); called once by the entry point."""
     _settings["fetch_max_wait_ms"] = fetch_max_wait_ms
     _tune_worker_consumer()
     _speed_up_message_delivery()
     _stop_app_option_scan()
+    _report_commits()
+    _read_changelog_ends()
 
 
 # ---- per-instance accessors ----------------------------------------------------------------------
@@ -167,13 +228,17 @@ def memory_rows(table: Any) -> dict[Any, Any]:
     return table.data.data  # type: ignore[no-any-return]
 
 
-def guard_producer_flush(producer: Any, check: Callable[[], None]) -> None:
-    """Make `producer.flush()` (awaited by Faust before every offset commit) call `check` after
-    flushing, so an error `check` raises prevents the commit. Replaces the bound method on the
-    instance: Faust's producer has no hook for it."""
+def guard_producer_flush(
+    producer: Any, check: Callable[[], None], before: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Make `producer.flush()` (awaited by Faust before every offset commit) await `before` (sends
+    still to be made), then flush, then call `check`, so an error `check` raises prevents the
+    commit. Replaces the bound method on the instance: Faust's producer has no hook for it."""
     original: Callable[[], Awaitable[None]] = producer.flush
 
     async def flush() -> None:
+        if before is not None:
+            await before()
         await original()
         check()
 
@@ -205,6 +270,31 @@ def _check_wait_first() -> None:
     source = inspect.getsource(Service)
     for attr in ("self._stopped", "self._crashed"):
         assert attr in source, f"mode Service no longer has {attr} (the patched wait_first reads it)"
+    assert "self.suspend_flow" in inspect.getsource(faust_consumer.Consumer), (
+        "faust Consumer.suspend_flow is gone (the patched wait_first reads it)"
+    )
+
+
+def _check_commit_report() -> None:
+    method = getattr(faust_consumer.ThreadDelegateConsumer, "_commit", None)
+    assert method is not None, "faust ThreadDelegateConsumer._commit is gone"
+    params = list(inspect.signature(getattr(method, "__wrapped__", method)).parameters)
+    assert params == ["self", "offsets"], f"ThreadDelegateConsumer._commit(self, offsets) changed: now {params}"
+    assert "_committed_offset.update(committable_offsets)" in inspect.getsource(faust_consumer.Consumer), (
+        "faust Consumer._commit_offsets no longer records committed offsets as checked"
+    )
+
+
+def _check_changelog_ends() -> None:
+    from faust.tables.recovery import Recovery
+
+    method = getattr(Recovery, "_build_highwaters", None)
+    assert method is not None, "faust Recovery._build_highwaters is gone"
+    params = list(inspect.signature(method).parameters)
+    assert params == ["self", "consumer", "tps", "destination", "title"], (
+        f"Recovery._build_highwaters(self, consumer, tps, destination, title) changed: now {params}"
+    )
+    assert "value - 1" in inspect.getsource(Recovery), "faust's recovery no longer takes highwater - 1 as its target"
 
 
 def _check_worker_consumer() -> None:
@@ -275,6 +365,18 @@ INTERNALS = (
         "a send that failed after retries must fail the flush Faust awaits before committing",
         "correctness, not speed: no offset commit past a lost decision (direct sends are the speed-up)",
         _check_producer_flush,
+    ),
+    Internal(
+        "faust ThreadDelegateConsumer._commit, wrapped",
+        "the ledger of published decisions drops a decision only after a commit the broker accepted",
+        "correctness: 0 repeated decision ids after a kill (scripts/soak.py)",
+        _check_commit_report,
+    ),
+    Internal(
+        "faust Recovery._build_highwaters, wrapped",
+        "a table's changelog recovery reads to the last record (tansu reports ends low by a batch)",
+        "correctness: no completed position forgotten by a restored positions table (scripts/soak.py)",
+        _check_changelog_ends,
     ),
     Internal(
         "aiokafka AIOKafkaConsumer._client.force_metadata_update",

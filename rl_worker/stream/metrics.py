@@ -59,6 +59,13 @@ class WorkerMetrics:
         self.send_failures = Counter(
             "rl_send_failures_total", "sends that failed after the producer's retries (the worker stops)", registry=r
         )
+        self.partitions_stalled = Gauge(
+            "rl_partitions_stalled", "assigned input partitions with waiting records and no commit progress", registry=r
+        )
+        self.decisions_read_back = Counter(
+            "rl_decisions_read_back_total", "decision records read back from the decisions topic on assignment",
+            registry=r,
+        )
         self.redis_up = Gauge("rl_redis_up", "1 when the last checkpoint store call succeeded", registry=r)
         self.latency = Histogram(
             "rl_event_to_decision_seconds",

@@ -22,7 +22,7 @@ from rl_worker.core.exceptions import ConfigError, SnapshotError
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica
-from rl_worker.positions import Emit, JoinResult, PositionJoiner, RowReader
+from rl_worker.positions import Emit, JoinResult, PositionJoiner, Published, RowReader
 from rl_worker.settings import Settings, redis_namespace
 from rl_worker.stream.checkpoints import Checkpointer, CheckpointStore, now_ms
 from rl_worker.stream.exceptions import CheckpointStoreError
@@ -85,6 +85,7 @@ class WorkerRuntime:
         value: bytes | None,
         row_of: RowReader,
         event_ms: int | None = None,
+        published: Published | None = None,
     ) -> JoinResult | DeadLetter:
         """Validate and join one input record: the join's result, or why it goes to the dead letters."""
         try:
@@ -104,7 +105,12 @@ class WorkerRuntime:
                     f"record key {position_id[:64]!r} differs from position_id {event.position_id[:64]!r}",
                     "KeyMismatch",
                 )
-            result = self.joiner.handle(row_of(position_id), event, (topic, partition, offset), event_ms)
+            row, source = row_of(position_id), (topic, partition, offset)
+            result = (
+                self.joiner.handle(row, event, source, event_ms)
+                if published is None
+                else self.joiner.handle(row, event, source, event_ms, published)
+            )
         except InvalidEventError as exc:
             self.metrics.dead_letters.labels(topic, exc.kind).inc()
             return DeadLetter(exc.kind, exc.reason)
