@@ -18,7 +18,7 @@ from rl_worker.settings import Settings
 from rl_worker.stream.checkpoints import CheckpointStore, RedisCheckpointStore
 from rl_worker.stream.follower import OutcomesFollower, follower_service
 from rl_worker.stream.handover import Handover
-from rl_worker.stream.internals import guard_producer_flush
+from rl_worker.stream.internals import guard_producer_flush, refetch_gaps_of
 from rl_worker.stream.positions_table import PositionsTable
 from rl_worker.stream.runtime import DeadLetter, WorkerRuntime, dead_letter_headers, now_ms
 from rl_worker.stream.web import add_pages
@@ -102,6 +102,7 @@ def create_app(
     )
     guard = SendGuard(app, runtime)
     handover = Handover(app, settings, runtime.metrics)
+    refetch_gaps_of({t.signals, t.executions, t.closes})
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(t.signals, t.executions, t.closes, allow_empty=True, **raw)
     decisions = app.topic(t.decisions, partitions=partitions, **raw)

@@ -35,6 +35,7 @@ __all__ = [
     "check_internals",
     "guard_producer_flush",
     "memory_rows",
+    "refetch_gaps_of",
     "refresh_metadata",
 ]
 
@@ -205,6 +206,41 @@ def _read_changelog_ends() -> None:
     Recovery._rl_worker_true_ends = True  # type: ignore[attr-defined]
 
 
+_gap_topics: set[str] = set()
+
+
+def _treat_gaps_as_undelivered() -> None:
+    """No acknowledgement of offset gaps in the input topics: records not delivered stay uncommitted.
+
+    When a fetched record's offset jumps past the last one delivered, Faust takes the offsets in
+    between as a gap (compaction, transaction markers) and acknowledges them, so its next commit
+    goes past them. After a rebalance on tansu and on Apache Kafka, such a jump also happens when
+    records fetched before Faust's seek to the committed offsets were dropped: the commit then
+    went past records never processed (decisions lost for good). For the input topics the gap is
+    left unacknowledged instead: the partition's commits stop there, the stall watch notices it
+    and seeks the partition back to its committed offset, and the records are fetched again.
+    Input topics must therefore have no gaps of their own (no transactional producer, no
+    compaction), which is how a trading stack's event topics are written.
+    """
+    consumer_cls = faust_consumer.Consumer
+    if getattr(consumer_cls, "_rl_worker_gaps", False):
+        return
+    original = consumer_cls._add_gap
+
+    async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        if tp.topic in _gap_topics:
+            return
+        await original(self, tp, offset_from, offset_to)
+
+    consumer_cls._add_gap = _add_gap  # type: ignore[method-assign]
+    consumer_cls._rl_worker_gaps = True  # type: ignore[attr-defined]
+
+
+def refetch_gaps_of(topics: set[str]) -> None:
+    """The topics whose offset gaps are records not delivered (see `_treat_gaps_as_undelivered`)."""
+    _gap_topics.update(topics)
+
+
 def apply_patches(fetch_max_wait_ms: int) -> None:
     """Apply the class-level patches (idempotent); called once by the entry point."""
     _settings["fetch_max_wait_ms"] = fetch_max_wait_ms
@@ -213,6 +249,7 @@ def apply_patches(fetch_max_wait_ms: int) -> None:
     _stop_app_option_scan()
     _report_commits()
     _read_changelog_ends()
+    _treat_gaps_as_undelivered()
 
 
 # ---- per-instance accessors ----------------------------------------------------------------------
@@ -282,6 +319,18 @@ def _check_commit_report() -> None:
     assert params == ["self", "offsets"], f"ThreadDelegateConsumer._commit(self, offsets) changed: now {params}"
     assert "_committed_offset.update(committable_offsets)" in inspect.getsource(faust_consumer.Consumer), (
         "faust Consumer._commit_offsets no longer records committed offsets as checked"
+    )
+
+
+def _check_gaps() -> None:
+    method = getattr(faust_consumer.Consumer, "_add_gap", None)
+    assert method is not None, "faust Consumer._add_gap is gone"
+    params = list(inspect.signature(getattr(method, "__wrapped__", method)).parameters)
+    assert params == ["self", "tp", "offset_from", "offset_to"], (
+        f"Consumer._add_gap(self, tp, offset_from, offset_to) changed: now {params}"
+    )
+    assert "await self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(faust_consumer.Consumer), (
+        "faust's fetch loop no longer reports gaps through _add_gap as checked"
     )
 
 
@@ -371,6 +420,12 @@ INTERNALS = (
         "the ledger of published decisions drops a decision only after a commit the broker accepted",
         "correctness: 0 repeated decision ids after a kill (scripts/soak.py)",
         _check_commit_report,
+    ),
+    Internal(
+        "faust Consumer._add_gap, wrapped",
+        "offset gaps in the input topics are records not delivered: left uncommitted, fetched again",
+        "correctness: no commit past records never processed after a rebalance (scripts/soak.py)",
+        _check_gaps,
     ),
     Internal(
         "faust Recovery._build_highwaters, wrapped",
