@@ -25,7 +25,8 @@ Kafka-free on purpose (the Faust layer feeds it), so the unit tests cover it wit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -90,6 +91,7 @@ class _AtRisk:
     offset: int
     triggers: tuple[Trigger, ...]
     decision_id: str | None  # its bytes sit in `recovered` until it is no longer at risk
+    covered_since: float | None = None  # when a commit first covered all its triggers
 
 
 @dataclass(slots=True)
@@ -109,10 +111,20 @@ class PartitionLedger:
         committed = self.committed
         return any(offset >= committed.get(topic, 0) for topic, offset in entry.triggers)
 
-    def refresh(self) -> None:
+    def refresh(self, now: float, margin_s: float) -> None:
+        """Drop the decisions whose triggers a commit has covered for `margin_s`. The margin is a
+        guard beyond the argument above: Faust can seek a partition back to a committed offset it
+        fetched before a later commit (a race inside a rebalance, seen on Apache Kafka), and a
+        decision kept a little longer costs only a longer read-back."""
         kept = []
         for entry in self.at_risk:
             if self.is_at_risk(entry):
+                entry.covered_since = None
+                kept.append(entry)
+                continue
+            if entry.covered_since is None:
+                entry.covered_since = now
+            if now - entry.covered_since < margin_s:
                 kept.append(entry)
             elif entry.decision_id is not None:
                 self.recovered.pop(entry.decision_id, None)
@@ -124,9 +136,11 @@ class PartitionLedger:
 class PublishedDecisions:
     """The ledgers of the partitions this worker owns (one per partition number)."""
 
-    def __init__(self) -> None:
+    def __init__(self, margin_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.partitions: dict[int, PartitionLedger] = {}
         self.any_held = False
+        self.margin_s = margin_s
+        self.clock = clock
 
     def begin(
         self,
@@ -147,7 +161,7 @@ class PublishedDecisions:
             ledger.next_offset = max(ledger.next_offset, record.offset + 1)
         # Decisions no longer at risk (all their triggers committed) are dropped here: the row that
         # holds them was written before that commit, so no redelivered record decides them again.
-        ledger.refresh()
+        ledger.refresh(self.clock(), self.margin_s)
         self.partitions[partition] = ledger
         return ledger
 
@@ -212,9 +226,9 @@ class PublishedDecisions:
         for partition, ledger in self.partitions.items():
             if ledger.held:
                 continue
-            if partition in touched or not ledger.settled:
+            if partition in touched or not ledger.settled or ledger.at_risk:
                 ledger.settled = True
-                ledger.refresh()
+                ledger.refresh(self.clock(), self.margin_s)
 
     def hold(self, partition: int, topic: str, offset: int) -> None:
         """We seek `topic[partition]` back to `offset`: drop nothing of the partition until the

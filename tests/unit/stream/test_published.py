@@ -26,7 +26,7 @@ def test_triggers_round_trip_and_bad_headers_read_as_unknown() -> None:
 
 
 def test_recover_from_is_the_lowest_decision_still_at_risk_then_the_end() -> None:
-    ledger = PublishedDecisions()
+    ledger = PublishedDecisions(margin_s=0)
     ledger.begin(3, [], end=100, committed={SIG: 50, EXE: 40})
     assert ledger.headers(3, [(SIG, 50)])[0] == (RECOVER_FROM_HEADER, b"100")
     ledger.on_sent(3, 100, ((SIG, 50),))  # meta of the signal at 50
@@ -42,7 +42,7 @@ def test_recover_from_is_the_lowest_decision_still_at_risk_then_the_end() -> Non
 
 
 def test_recovered_decisions_are_found_until_their_triggers_are_committed() -> None:
-    ledger = PublishedDecisions()
+    ledger = PublishedDecisions(margin_s=0)
     records = [
         PublishedDecision(10, "p1:meta", b"m1", ((SIG, 5),)),
         PublishedDecision(11, "p1:sizing", b"s1", ((SIG, 5), (EXE, 9))),
@@ -69,7 +69,7 @@ def test_recovered_decisions_are_found_until_their_triggers_are_committed() -> N
 def test_nothing_is_dropped_before_the_assignment_settles_and_the_last_commit_wins() -> None:
     """Faust can seek a partition back to a committed offset fetched before a later commit (and
     commit it again): until its streams are sought, no decision stops being published."""
-    ledger = PublishedDecisions()
+    ledger = PublishedDecisions(margin_s=0)
     ledger.begin(1, [], end=0, committed={SIG: 10})
     ledger.on_sending(1, "p:meta", b"m")
     ledger.on_sent(1, 0, ((SIG, 10),), "p:meta")
@@ -86,7 +86,7 @@ def test_nothing_is_dropped_before_the_assignment_settles_and_the_last_commit_wi
 
 
 def test_forgotten_partitions_ignore_acks_and_commits() -> None:
-    ledger = PublishedDecisions()
+    ledger = PublishedDecisions(margin_s=0)
     ledger.begin(1, [], end=0, committed={SIG: 10})
     ledger.forget([1])
     ledger.on_sent(1, 1, ((SIG, 11),))
@@ -96,7 +96,7 @@ def test_forgotten_partitions_ignore_acks_and_commits() -> None:
 
 
 def test_after_a_seek_of_ours_nothing_is_dropped_until_the_record_comes_again() -> None:
-    ledger = PublishedDecisions()
+    ledger = PublishedDecisions(margin_s=0)
     ledger.begin(2, [], end=0, committed={SIG: 5})
     ledger.on_committed({}, settled=True)
     ledger.on_sending(2, "p:meta", b"m")
@@ -110,3 +110,16 @@ def test_after_a_seek_of_ours_nothing_is_dropped_until_the_record_comes_again() 
     assert not ledger.any_held
     ledger.on_committed({(SIG, 2): 6}, settled=True)
     assert ledger.published(2, "p:meta") is None
+
+
+def test_a_covered_decision_stays_for_the_margin() -> None:
+    now = [100.0]
+    ledger = PublishedDecisions(margin_s=30, clock=lambda: now[0])
+    ledger.begin(0, [], end=0, committed={SIG: 5})
+    ledger.on_sending(0, "p:meta", b"m")
+    ledger.on_sent(0, 0, ((SIG, 5),), "p:meta")
+    ledger.on_committed({(SIG, 0): 6}, settled=True)
+    assert ledger.published(0, "p:meta") == b"m" and ledger.partitions[0].recover_from == 0
+    now[0] = 131.0
+    ledger.on_committed({(SIG, 0): 7}, settled=True)
+    assert ledger.published(0, "p:meta") is None and ledger.partitions[0].recover_from == 1
