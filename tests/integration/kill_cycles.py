@@ -101,15 +101,12 @@ async def produce_paced(producer: AIOKafkaProducer, records: list[tuple[str, byt
     await producer.flush()
 
 
-async def end_offsets(bootstrap: str, topics: list[str], partitions: int) -> dict[tuple[str, int], int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        ends = await consumer.end_offsets(tps)
-        return {(tp.topic, tp.partition): o for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
+async def end_offsets(
+    consumer: AIOKafkaConsumer, topics: list[str], partitions: int
+) -> dict[tuple[str, int], int]:
+    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    ends = await consumer.end_offsets(tps)
+    return {(tp.topic, tp.partition): o for tp, o in ends.items()}
 
 
 def judge(seen: Seen, ids: set[str], kill_at: float, after_kill: dict[tuple[str, int], int],
@@ -174,6 +171,8 @@ async def kill_cycles(
     stop = asyncio.Event()
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=2)
     await producer.start()
+    ends_reader = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False)
+    await ends_reader.start()
 
     def on_decision(r: Any, now: float) -> None:
         d = json.loads(r.value)
@@ -204,9 +203,10 @@ async def kill_cycles(
             started = time.time()
             producing = asyncio.create_task(produce_paced(producer, records, rate, on_progress))
             await killed.wait()
+            # what was produced by the kill (input ends, read with a client started beforehand)
+            after_kill = await end_offsets(ends_reader, [stack.signals, stack.executions], partitions)
             kill_time = time.time()
             workers[victim].stop(signal.SIGKILL)
-            after_kill = await end_offsets(stack.bootstrap, [stack.signals, stack.executions], partitions)
             await asyncio.sleep(restart_after)
             workers[victim] = stack.start_worker()
             await producing
@@ -235,3 +235,4 @@ async def kill_cycles(
         for task in followers:
             await asyncio.gather(task, return_exceptions=True)
         await producer.stop()
+        await ends_reader.stop()
