@@ -1,6 +1,6 @@
 """Kill/restart soak: one of two workers is SIGKILLed mid-stream and restarted, N times in a row.
 
-Starts its own broker (the embedded tansu, or Apache Kafka when the project provides it), uses
+Starts its own broker (the embedded tansu, or the Apache Kafka broker the tests use), uses
 the Redis on 127.0.0.1:6379 (or starts a private one), and two worker processes in one group.
 Each cycle produces a fresh batch of whole positions (signal, execution, close) at a fixed rate
 over all input partitions, SIGKILLs one worker while they flow, restarts it after a pause, and
@@ -14,7 +14,7 @@ then reads what the group published. Per cycle it prints:
   recover_s  seconds from the kill until every partition again has a decision for a record
              produced after the kill
 
-    .venv/bin/python scripts/soak.py --kills 20 [--broker tansu] [--positions 400] [--rate 1000]
+    .venv/bin/python scripts/soak.py --kills 20 [--broker tansu|apache-kafka] [--positions 400] [--rate 1000]
 
 Exit status 0 only when every cycle shows 0 repeated, 0 divergent, 0 missing, 0 outcome problems.
 """
@@ -32,23 +32,29 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rl_worker.ops.services import EmbeddedBroker, LocalRedis, WorkerProcess, redis_answers  # noqa: E402
+from rl_worker.ops.services import LocalRedis, WorkerProcess, redis_answers  # noqa: E402
+from tests.integration.brokers import KNOWN_BROKERS, running_broker  # noqa: E402
 from tests.integration.harness import Stack  # noqa: E402
 from tests.integration.kill_cycles import HEADER, CycleResult, kill_cycles  # noqa: E402
 
 
 async def soak(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rl-soak-"))
-    broker = EmbeddedBroker(workdir / "broker.log")
+    (workdir / "broker").mkdir()
+    with running_broker(args.broker, workdir / "broker") as broker:
+        return await soak_on(args, workdir, broker.bootstrap)
+
+
+async def soak_on(args: argparse.Namespace, workdir: Path, bootstrap: str) -> int:
     own_redis = None
     redis_url = "redis://127.0.0.1:6379/0"
     if not redis_answers(redis_url):
         own_redis = LocalRedis()
         own_redis.start()
         redis_url = own_redis.url
-    stack = Stack(broker.bootstrap, redis_url, workdir, extra_env={"RL_PARTITIONS": str(args.partitions)})
+    stack = Stack(bootstrap, redis_url, workdir, extra_env={"RL_PARTITIONS": str(args.partitions)})
     stack.extra_env |= dict(kv.split("=", 1) for kv in args.env)
-    print(f"soak: broker {args.broker} at {broker.bootstrap}, redis {redis_url}, logs in {workdir}", flush=True)
+    print(f"soak: broker {args.broker} at {bootstrap}, redis {redis_url}, logs in {workdir}", flush=True)
     results: list[CycleResult] = []
     try:
         workers: list[WorkerProcess] = [stack.start_worker(), stack.start_worker()]
@@ -66,7 +72,6 @@ async def soak(args: argparse.Namespace) -> int:
                 print(f"      {example}", flush=True)
     finally:
         stack.stop_all()
-        broker.stop()
         if own_redis is not None:
             own_redis.stop()
     bad = [r for r in results if r.repeated or r.divergent or r.missing or r.outcome_problems]
@@ -84,7 +89,7 @@ async def soak(args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20, help="kill/restart cycles")
-    parser.add_argument("--broker", default="tansu", choices=["tansu"], help="which broker to start")
+    parser.add_argument("--broker", default="tansu", choices=KNOWN_BROKERS, help="which broker to start")
     parser.add_argument("--positions", type=int, default=400, help="positions per cycle (3 records each)")
     parser.add_argument("--rate", type=float, default=1000.0, help="input records per second")
     parser.add_argument("--partitions", type=int, default=8)
