@@ -10,10 +10,13 @@ Per position id:
 - POSITION_CLOSED   -> the outcome record (as soon as both decisions and the close are there).
 
 Duplicates (same event_id, another offset) change nothing. A redelivery (same event_id,
-same topic/partition/offset, as after a crash before the offset commit) re-emits exactly
-the records that event emitted the first time, with the same ids and bytes, so nothing
-is lost and consumers that dedupe by id see each record once. A second, different event of
-the same type for a position is a conflict and is dead-lettered.
+same topic/partition/offset, as after a crash before the offset commit) re-emits the records
+that event emitted the first time, with the same ids and bytes, except the decisions known to
+be on the decisions topic already (`published`: read back when the partition was assigned, or
+sent by this worker): those are not sent twice. A decision about to be made that is already
+published (its record was sent by a previous owner whose table write was lost) is taken as
+published, not made again, so the outcome credits the action that was published. A second,
+different event of the same type for a position is a conflict and is dead-lettered.
 
 A/B arms: a stable share of the position ids (`rl_worker.core.arms`) goes to the control arm,
 whose decisions are the stack's own choices carried by the signal and the execution (or the
@@ -63,6 +66,7 @@ __all__ = [
     "JoinResult",
     "PositionJoiner",
     "PositionRow",
+    "Published",
     "RowReader",
     "SignalSlot",
     "Source",
@@ -72,6 +76,13 @@ __all__ = [
 ]
 
 Source = tuple[str, int, int]  # topic, partition, offset of an input record
+Published = Callable[[str], "bytes | None"]  # decision id -> the record already on the decisions topic
+
+
+def _nothing_published(decision_id: str) -> bytes | None:
+    return None
+
+
 Src = list[Any]  # the same, as the row stores it (a JSON list)
 _SLOT = {"SIGNAL_GENERATED": "signal", "TRADE_EXECUTED": "execution", "POSITION_CLOSED": "close"}
 
@@ -328,14 +339,17 @@ class PositionJoiner:
         event: SignalGenerated | TradeExecuted | PositionClosed,
         source: Source,
         event_ms: int | None = None,
+        published: Published = _nothing_published,
     ) -> JoinResult:
         """Join one event. `event_ms` is the input record's timestamp: the row's `updated_ms`,
-        which expiry compares with its partition's stream time (wall clock when absent)."""
+        which expiry compares with its partition's stream time (wall clock when absent);
+        `published` finds the decisions of this partition already on the decisions topic."""
         slot = _SLOT[event.event_type]
         src = list(source)
         if row is None:
             row = PositionRow(event.symbol)
         else:
+            row = _as_published(row, event.position_id, published)
             stored: SignalSlot | ExecutionSlot | CloseSlot | None = getattr(row, slot)
             if stored is not None:
                 if stored.event_id != event.event_id:
@@ -344,7 +358,8 @@ class PositionJoiner:
                         "ConflictingEvent",
                     )
                 if stored.src == src:
-                    return JoinResult(event.position_id, row, self._emitted_by(row, src), "redelivered")
+                    emits = self._emitted_by(row, src, event.position_id, published)
+                    return JoinResult(event.position_id, row, emits, "redelivered")
                 return JoinResult(event.position_id, row, [], "duplicate")
             if row.symbol != event.symbol:
                 raise InvalidEventError(
@@ -354,7 +369,7 @@ class PositionJoiner:
             row = row.copy()
         setattr(row, slot, self._slot_value(event, src))
         row.partition = source[1]
-        emits = self._progress(row, event.position_id, src)
+        emits = self._progress(row, event.position_id, src, published)
         row.updated_ms = self.clock_ms() if event_ms is None else event_ms
         return JoinResult(event.position_id, row, emits, "applied")
 
@@ -395,9 +410,19 @@ class PositionJoiner:
             )
         return close
 
-    def _progress(self, row: PositionRow, position_id: str, src: Src) -> list[Emit]:
+    def _progress(self, row: PositionRow, position_id: str, src: Src, published: Published) -> list[Emit]:
         emits: list[Emit] = []
-        signal = row.signal
+        signal, execution = row.signal, row.execution
+        # a decision already on the topic is taken as it was published, not made again
+        if signal is not None and row.meta is None and (taken := published(f"{position_id}:meta")) is not None:
+            row.meta = Emitted(taken.decode(), src)
+        if (
+            signal is not None
+            and execution is not None
+            and row.sizing is None
+            and (taken := published(f"{position_id}:sizing")) is not None
+        ):
+            row.sizing = Emitted(taken.decode(), src)
         arm = self.arm_of(position_id) if (row.meta is None or row.sizing is None) else ""
         control = arm == self.control_policy and arm != self.policy
         if signal is not None and row.meta is None:
@@ -417,7 +442,6 @@ class PositionJoiner:
                 decision, "meta", position_id, row.symbol, signal.event_id, signal.src, src, arm, source
             )
             emits.append(emit)
-        execution = row.execution
         if signal is not None and execution is not None and row.sizing is None:
             decision = self.replica.decide_sizing(
                 signal.confidence,
@@ -531,10 +555,10 @@ class PositionJoiner:
         )
 
     @staticmethod
-    def _emitted_by(row: PositionRow, src: Src) -> list[Emit]:
+    def _emitted_by(row: PositionRow, src: Src, position_id: str, published: Published) -> list[Emit]:
         emits = []
         for agent, emitted in (("meta", row.meta), ("sizing", row.sizing)):
-            if emitted is not None and emitted.emitted_by == src:
+            if emitted is not None and emitted.emitted_by == src and published(f"{position_id}:{agent}") is None:
                 record = json.loads(emitted.record)
                 emits.append(
                     Emit("decision", emitted.record.encode(), agent, record["explored"], record.get("policy", ""))
@@ -545,6 +569,20 @@ class PositionJoiner:
                 Emit("outcome", row.outcome.record.encode(), policy=outcome.policy, overridden=_overridden(outcome))
             )
         return emits
+
+
+def _as_published(row: PositionRow, position_id: str, published: Published) -> PositionRow:
+    """The row with its decisions as published, where the topic holds another record for one
+    (a row restored from the changelog can be older than what a previous owner sent)."""
+    for agent in ("meta", "sizing"):
+        stored: Emitted | None = getattr(row, agent)
+        if stored is None:
+            continue
+        taken = published(f"{position_id}:{agent}")
+        if taken is not None and taken.decode() != stored.record:
+            row = row.copy()
+            setattr(row, agent, Emitted(taken.decode(), stored.emitted_by))
+    return row
 
 
 def _step(stored: Emitted, traded: int | None) -> tuple[dict[str, Any], str | None]:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rl_worker.core.arms import BaselinePolicy
 from rl_worker.core.config import CoreConfig
 
-__all__ = ["AbSettings", "CheckpointSettings", "KafkaSecurity", "RedisSecurity", "Settings", "TopicNames"]
+__all__ = [
+    "AbSettings",
+    "CheckpointSettings",
+    "KafkaSecurity",
+    "RedisSecurity",
+    "Settings",
+    "TopicNames",
+    "check_app_id",
+    "learning_log_name",
+    "redis_namespace",
+]
+
+_APP_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 class TopicNames(BaseModel):
@@ -24,7 +37,11 @@ class TopicNames(BaseModel):
     closes: str = "trading.closes"
     decisions: str = "rl.decisions"
     dead_letter: str = "rl.dead-letter"
-    outcomes: str = Field("rl.outcomes", description="one partition: the totally ordered learning log")
+    outcomes: str = Field(
+        "",
+        description="the learning log (one partition, totally ordered); empty: `rl.outcomes.<app_id>`, "
+        "one log per app id (model namespace)",
+    )
 
 
 class KafkaSecurity(BaseModel):
@@ -95,7 +112,9 @@ class AbSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     control_share: float = Field(
-        0.0, ge=0, le=1,
+        0.0,
+        ge=0,
+        le=1,
         description="share of positions (by a stable hash of the position id) decided by the control arm; "
         "1.0 = apprentice mode",
     )
@@ -115,19 +134,13 @@ class AbSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything the worker, the CLI and the scripts need. Nested fields: RL_SECTION__FIELD."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RL_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="RL_", env_nested_delimiter="__", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers")
     kafka: KafkaSecurity = KafkaSecurity()
-    redis_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:6379/0"), description="redis://… or rediss://… (TLS)"
-    )
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="redis://… or rediss://… (TLS)")
     redis: RedisSecurity = RedisSecurity()
-    app_id: str = Field(
-        "rl-worker", description="consumer group, prefix of Faust's internal topics, Redis namespace"
-    )
+    app_id: str = Field("rl-worker", description="consumer group, prefix of Faust's internal topics, Redis namespace")
     web_host: str = Field("127.0.0.1", description="address of the HTTP server (health, metrics)")
     web_port: int = Field(6066, ge=1, le=65535)
     web_snapshot_token: SecretStr | None = Field(
@@ -153,6 +166,18 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(1.0, gt=0, description="at most a third of the session timeout")
     fetch_max_wait_ms: int = Field(20, ge=1, description="worker consumer's fetch wait (Faust hard-codes 1500)")
+    stall_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="an assigned input partition whose commits do not move this long while records "
+        "wait on it is stalled (shown in /health; the worker seeks it back to its committed offset)",
+    )
+    stall_exit_after_s: float = Field(
+        10.0,
+        ge=0,
+        description="a worker still stalled this much later exits (status 70) so that its "
+        "partitions are reassigned; 0: never exit",
+    )
     catch_up_timeout_s: float = Field(
         30.0, ge=0, description="how long start-up waits for the replica to reach the log end"
     )
@@ -161,6 +186,36 @@ class Settings(BaseSettings):
     core: CoreConfig = CoreConfig()
     log_level: str = Field("INFO")
 
+    @field_validator("app_id")
+    @classmethod
+    def _app_id_names_topics(cls, value: str) -> str:
+        return check_app_id(value)
+
+    @model_validator(mode="after")
+    def _learning_log_of_the_app_id(self) -> Settings:
+        if not self.topics.outcomes:
+            # frozen: the one place a derived default is filled in, while the object is being built
+            topics = self.topics.model_copy(update={"outcomes": learning_log_name(self.app_id)})
+            object.__setattr__(self, "topics", topics)
+        return self
+
     @property
     def redis_namespace(self) -> str:
-        return f"rl_worker:{self.app_id}"
+        return redis_namespace(self.app_id)
+
+
+def check_app_id(app_id: str) -> str:
+    """An app id names a consumer group, topics and a Redis namespace: 1-200 of [A-Za-z0-9._-]."""
+    if not _APP_ID.fullmatch(app_id):
+        raise ValueError("app_id must be 1-200 of [A-Za-z0-9._-]: it names a Kafka group and topics")
+    return app_id
+
+
+def learning_log_name(app_id: str) -> str:
+    """The default learning log of a model namespace: `rl.outcomes.<app_id>`."""
+    return f"rl.outcomes.{app_id}"
+
+
+def redis_namespace(app_id: str) -> str:
+    """Where the checkpoints of a model namespace live in Redis."""
+    return f"rl_worker:{app_id}"

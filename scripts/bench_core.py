@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
+from rl_worker.ops.verification_report import write_result
 from rl_worker.sim.events import make_outcome
 
 TARGET_APPLY_PER_S = 100_000
@@ -56,8 +58,8 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
-def run(runs: int, n_records: int, calls: int) -> dict[str, float]:
-    config = CoreConfig(seed=3)
+def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict[str, float]:
+    config = CoreConfig.model_validate({"seed": 3, "profile": profile})
     records = build_outcomes(n_records, config)
 
     # A replica trained on every record: decisions read populated Q-rows.
@@ -177,12 +179,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer records and calls (a smoke run)")
     parser.add_argument("--runs", type=int, default=None, help="repeats per figure (at least 5)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="what to time (default cpu)")
+    parser.add_argument(
+        "--profile", choices=("default", "seed"), default="default", help="learning profile (RL_CORE__PROFILE)"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the figures as JSON (docs/VERIFICATION_REPORT.md reads results/)")
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
     runs = max(5, args.runs or (5 if args.quick else 7))
     n_records, calls = (4_000, 2_000) if args.quick else (20_000, 20_000)
-    print_report(run(runs, n_records, calls))
+    print(f"profile {args.profile}")
+    results = run(runs, n_records, calls, args.profile)
+    print_report(results)
+    if args.json:
+        write_result(args.json, "bench_core", results | {"clock": args.clock, "profile": args.profile}, argv)
     return 0
 
 

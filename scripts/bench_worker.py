@@ -59,6 +59,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rl_worker.ops.services import EmbeddedBroker, WorkerProcess
+from rl_worker.ops.verification_report import write_result
 from rl_worker.settings import TopicNames
 from rl_worker.sim import events as factories
 
@@ -690,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-env", action="append", default=[], metavar="RL_X=V",
                         help="extra environment of the worker (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write every run and the medians as JSON (results/ feeds the verification report)")
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     sizes = dataclasses.replace(QUICK if args.quick else FULL)
@@ -716,6 +719,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report(results, sizes)
+    if args.json:
+        runs = [dataclasses.asdict(r) for r in results]
+        medians = {
+            k: statistics.median(v for r in runs if (v := r[k]) == v)  # NaN != NaN: parts not run
+            for k, value in runs[0].items()
+            if isinstance(value, int | float) and any(r[k] == r[k] for r in runs)
+        }
+        write_result(args.json, "bench_worker", {"medians": medians, "runs": runs,
+                                                  "sizes": dataclasses.asdict(sizes), "parts": args.parts}, argv)
     return 0
 
 

@@ -138,10 +138,15 @@ preflight() {
       return 1
     fi
     run "${KUBECTL[@]}" apply -f "$K8S_DIR/configmap.yaml" || return 1
-    local overrides
-    overrides=$(printf '{"spec":{"containers":[{"name":"rl-worker-preflight","image":"%s","args":%s,"envFrom":[{"configMapRef":{"name":"%s"}},{"secretRef":{"name":"%s"}}]}]}}' \
-      "$(kube_image)" "$(printf '"%s",' "${args[@]}" | sed 's/,$//; s/^/[/; s/$/]/')" "$CONFIGMAP" "$SECRET")
-    run "${KUBECTL[@]}" run "rl-worker-preflight-$$" --rm -i --restart=Never --quiet \
+    # a one-off pod with the workers' ConfigMap and Secret, as restricted as the Deployment's pods
+    local pod="rl-worker-preflight-$$" overrides json_args
+    json_args=$(printf '"%s",' "${args[@]}" | sed 's/,$//')
+    overrides=$(printf '{"spec":{"securityContext":{"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},'\
+'"containers":[{"name":"%s","image":"%s","args":[%s],'\
+'"envFrom":[{"configMapRef":{"name":"%s"}},{"secretRef":{"name":"%s"}}],'\
+'"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}' \
+      "$pod" "$(kube_image)" "$json_args" "$CONFIGMAP" "$SECRET")
+    run "${KUBECTL[@]}" run "$pod" --rm -i --restart=Never --quiet \
       --image "$(kube_image)" --overrides "$overrides" || return 1
   fi
 }

@@ -9,22 +9,26 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rl_worker.core.types import LEVERAGE_LEVELS, REGIMES, SIZE_MULTIPLIERS, STRATEGIES
 
 __all__ = [
+    "PROFILES",
+    "AgentHyperparameters",
     "CoreConfig",
+    "LearningRules",
     "MarketConfig",
     "MetaBins",
-    "QLearningConfig",
     "RewardConfig",
     "RiskLimits",
     "SizingBins",
 ]
 
+MetaFeature = Literal["volatility", "market_pressure", "confidence", "previous_winrate", "account_health"]
+SizingFeature = Literal["signal_confidence", "portfolio_exposure", "recent_winrate", "volatility", "equity_curve_slope"]
 Edges = Annotated[tuple[float, ...], Field(description="ascending bin edges; empty = feature ignored")]
 
 
@@ -47,25 +51,83 @@ def _check_edges(value: tuple[float, ...]) -> tuple[float, ...]:
     return value
 
 
-class QLearningConfig(_Frozen):
-    """Tabular Q-learning hyperparameters (shared by both agents)."""
+class AgentHyperparameters(BaseModel):
+    """One agent's learning rate, discount and epsilon schedule: the tunable part of a model.
 
-    alpha: float = Field(default=0.01, gt=0, le=1, description="learning rate of the TD update")
-    gamma: float = Field(default=0.99, ge=0, le=1, description="discount factor of the TD target")
-    epsilon_start: float = Field(default=0.1, ge=0, le=1, description="exploration rate before any update")
-    epsilon_min: float = Field(default=0.01, ge=0, le=1, description="floor of the decayed exploration rate")
-    epsilon_decay: float = Field(
-        default=0.9997, gt=0, le=1, description="multiplied into epsilon once per applied outcome"
-    )
+    Meta and sizing each have their own (`CoreConfig.meta`, `CoreConfig.sizing`); the learning
+    log's hyperparameter records (core.control) change them live, so they are not part of the
+    fingerprint. The learning rule around them (step size, backoff, ...) is `LearningRules`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    alpha: float = Field(gt=0, le=1, description="learning rate of the TD update (its floor with step_size 'visits')")
+    gamma: float = Field(ge=0, le=1, description="discount factor of the TD target")
+    epsilon_start: float = Field(ge=0, le=1, description="exploration rate when this schedule takes effect")
+    epsilon_min: float = Field(ge=0, le=1, description="floor of the decayed exploration rate")
+    epsilon_decay: float = Field(gt=0, le=1, description="multiplied into epsilon once per applied outcome")
+
+    @model_validator(mode="after")
+    def _epsilon_order(self) -> AgentHyperparameters:
+        if self.epsilon_min > self.epsilon_start:
+            raise ValueError(f"epsilon_min {self.epsilon_min} exceeds epsilon_start {self.epsilon_start}")
+        return self
+
+    def epsilon(self, updates_since: int) -> float:
+        """epsilon after `updates_since` outcomes applied under this schedule: max(min, start * decay ** n)."""
+        return max(self.epsilon_min, self.epsilon_start * self.epsilon_decay**updates_since)
+
+
+class LearningRules(_Frozen):
+    """How the replica learns and decides around the seed's TD rule (both agents); see core.replica.
+
+    Unlike `AgentHyperparameters` these change what the Q-table rows hold, so they are part of
+    the fingerprint and are not tuned live.
+    """
+
     episode_length: int = Field(
         default=50, ge=1, description="completed positions per episode; the last transition is terminal"
     )
-
-    @model_validator(mode="after")
-    def _epsilon_order(self) -> QLearningConfig:
-        if self.epsilon_min > self.epsilon_start:
-            raise ValueError("epsilon_min must not exceed epsilon_start")
-        return self
+    episode_gamma: float = Field(
+        default=0.99,
+        ge=0,
+        le=1,
+        description="discount of the episode summaries' return R_t = sum gamma^k r_(t+k) (reporting only; each "
+        "agent's TD target uses its own gamma)",
+    )
+    step_size: Literal["constant", "visits"] = Field(
+        default="constant",
+        description="'constant': alpha; 'visits': max(alpha, 1/n), n = that cell's updates so far (a sample mean "
+        "until 1/n falls to alpha, then the constant rate)",
+    )
+    backoff_visits: float = Field(
+        default=0.0,
+        ge=0,
+        description="decide from the finest state key whose row has at least this many updates per allowed action, "
+        "else from the coarser keys of meta_backoff / sizing_backoff (0: the fine key only)",
+    )
+    backoff_strength: float = Field(
+        default=20.0,
+        gt=0,
+        description="strategy first: how many updates a coarser key's strategy value counts for in a finer key's",
+    )
+    meta_backoff: tuple[tuple[MetaFeature, ...], ...] = Field(
+        default=(),
+        description="coarser meta keys, coarsest first, each as the continuous features it keeps (the regime is "
+        "always kept)",
+    )
+    sizing_backoff: tuple[tuple[SizingFeature, ...], ...] = Field(
+        default=(), description="coarser sizing keys, coarsest first, each as the features it keeps"
+    )
+    meta_strategy_first: bool = Field(
+        default=False,
+        description="the meta agent also learns each strategy's value (rows 'S:<key>') and decides greedily among "
+        "the actions of the best strategy: a strategy's value learns from every position that trades it",
+    )
+    counterfactual_sizing: bool = Field(
+        default=False,
+        description="also update every other sizing action within the configured limits with the reward it would "
+        "have earned on the same price path (pnl and drawdown scale with exposure; see core.replica)",
+    )
 
 
 class MetaBins(_Frozen):
@@ -186,7 +248,21 @@ class CoreConfig(_Frozen):
         ge=1,
         description="position ids remembered to ignore a re-published outcome (oldest forgotten first)",
     )
-    qlearning: QLearningConfig = QLearningConfig()
+    profile: Literal["default", "seed"] = Field(
+        default="default",
+        description="where the learning fields not set explicitly come from: 'seed' = the seed specification's "
+        "numbers exactly (alpha 0.01, gamma 0.99, epsilon 0.1 -> 0.01, plain TD on the fine key), 'default' = "
+        "this project's measured defaults (see PROFILES and the README)",
+    )
+    # The profile fills whatever is not given (see _apply_profile); these defaults are the default profile's.
+    meta: AgentHyperparameters = Field(
+        default_factory=lambda: AgentHyperparameters(**PROFILES["default"]["meta"]), description="the meta agent's"
+    )
+    sizing: AgentHyperparameters = Field(
+        default_factory=lambda: AgentHyperparameters(**PROFILES["default"]["sizing"]),
+        description="the sizing agent's",
+    )
+    learning: LearningRules = Field(default_factory=LearningRules, description="the learning rule's refinements")
     meta_bins: MetaBins = MetaBins()
     sizing_bins: SizingBins = SizingBins()
     market: MarketConfig = MarketConfig()
@@ -196,6 +272,24 @@ class CoreConfig(_Frozen):
         default_factory=_default_regime_mask,
         description="strategies the meta agent may choose in each regime (the regime mask)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        """Fill the learning fields that are not given from the profile (given ones win, field by field)."""
+        if not isinstance(data, dict):
+            return data
+        profile = data.get("profile", "default")
+        if profile not in PROFILES:
+            return data  # the Literal check reports it
+        filled = dict(data)
+        for name, value in PROFILES[profile].items():
+            given = filled.get(name)
+            if given is None:
+                filled[name] = value
+            elif isinstance(value, dict) and isinstance(given, dict):
+                filled[name] = {**value, **given}
+        return filled
 
     @field_validator("regime_strategies")
     @classmethod
@@ -210,7 +304,7 @@ class CoreConfig(_Frozen):
         """A short hash of what makes two replicas incompatible, stored in snapshots.
 
         It covers the action spaces and masks, the bins, the market features and the reward
-        definitions (what a state key and a Q-value mean), the seed and the episode length;
+        definitions (what a state key and a Q-value mean), the seed and the learning rules;
         not the tunable hyperparameters (alpha, gamma, epsilon schedule), which the learning
         log changes live, nor the dedupe window. So tuning never invalidates a checkpoint.
         """
@@ -218,8 +312,45 @@ class CoreConfig(_Frozen):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# The tunable part of the configuration (core.control.Hyperparameters) and bookkeeping.
-_NOT_FINGERPRINTED: dict[str, Any] = {
-    "dedupe_window": True,
-    "qlearning": {"alpha", "gamma", "epsilon_start", "epsilon_min", "epsilon_decay"},
+# The tunable part of the configuration (both agents' AgentHyperparameters, which the learning log's
+# control records change), the name of the profile the rest was filled from, and bookkeeping.
+_NOT_FINGERPRINTED: dict[str, Any] = {"dedupe_window": True, "profile": True, "meta": True, "sizing": True}
+
+_SEED_AGENT: dict[str, Any] = {
+    "alpha": 0.01,
+    "gamma": 0.99,
+    "epsilon_start": 0.1,
+    "epsilon_min": 0.01,
+    "epsilon_decay": 0.9997,
+}
+
+# The learning fields of each profile. 'seed' is the seed specification, exactly; 'default'
+# differs where a measured figure says it must (README, "Learning defaults").
+PROFILES: dict[str, dict[str, Any]] = {
+    "seed": {
+        "meta": _SEED_AGENT,
+        "sizing": _SEED_AGENT,
+        "learning": {
+            "episode_length": 50,
+            "step_size": "constant",
+            "backoff_visits": 0.0,
+            "meta_backoff": (),
+            "sizing_backoff": (),
+            "meta_strategy_first": False,
+            "counterfactual_sizing": False,
+        },
+    },
+    "default": {
+        "meta": {**_SEED_AGENT, "gamma": 0.0},
+        "sizing": {**_SEED_AGENT, "gamma": 0.0},
+        "learning": {
+            "episode_length": 50,
+            "step_size": "visits",
+            "backoff_visits": 3.0,
+            "meta_backoff": ((), ("volatility", "market_pressure", "confidence")),
+            "sizing_backoff": (("volatility",),),
+            "meta_strategy_first": True,
+            "counterfactual_sizing": True,
+        },
+    },
 }

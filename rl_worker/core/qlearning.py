@@ -46,6 +46,7 @@ class QTable:
         "_index",
         "_q",
         "_q_view",
+        "_row_visits",
         "_visits",
         "_visits_view",
         "keys",
@@ -59,6 +60,7 @@ class QTable:
         self.keys: list[str] = []
         self._index: dict[str, int] = {}
         self._greedy: list[dict[ActionMask, _GreedySet]] = []
+        self._row_visits: list[int] = []
         self._allocate(
             np.zeros((capacity, n_actions), dtype=np.float64), np.zeros((capacity, n_actions), dtype=np.int64)
         )
@@ -98,6 +100,7 @@ class QTable:
         self.keys.append(state_key)
         self._index[state_key] = i
         self._greedy.append({})
+        self._row_visits.append(0)
         return i
 
     def _store(self, i: int, action: int, value: float) -> None:
@@ -150,7 +153,65 @@ class QTable:
         table._q[:n] = q_values
         table._visits[:n] = visits
         table._greedy = [{} for _ in range(n)]
+        table._row_visits = [int(v) for v in visits.sum(axis=1)]
         return table
+
+    def cells(self, state_key: str, actions: tuple[int, ...]) -> list[tuple[float, int]] | None:
+        """(Q-value, updates) of some actions of a state; None for a state never updated."""
+        i = self._index.get(state_key)
+        if i is None:
+            return None
+        base = i * self.n_actions
+        q_view, visits = self._q_view, self._visits_view
+        return [(q_view[base + a], visits[base + a]) for a in actions]
+
+    def row_visits(self, state_key: str) -> int:
+        """Updates of all cells of a state's row so far (0 for a state never updated)."""
+        i = self._index.get(state_key)
+        return 0 if i is None else self._row_visits[i]
+
+    def next_max(self, next_state_key: str | None, next_mask: ActionMask) -> float:
+        """max_a' Q(s', a') over the allowed actions; 0.0 for a terminal transition or a state never updated."""
+        if next_state_key is None:
+            return 0.0
+        j = self._index.get(next_state_key)
+        if j is None:
+            return 0.0
+        entry = self._greedy[j].get(next_mask)
+        if entry is None or entry.actions is None:
+            entry = self._greedy_set(j, next_mask)
+        return entry.best
+
+    def td_update_cells(
+        self,
+        state_key: str,
+        actions: tuple[int, ...],
+        rewards: list[float],
+        bootstrap: float,
+        alpha: float,
+        visit_step: bool,
+    ) -> None:
+        """The TD update of several actions of one state with their own rewards and one shared
+        bootstrap term `gamma * max_a' Q(s', a')` (counterfactual updates from one transition)."""
+        i = self._index.get(state_key)
+        if i is None:
+            i = self.ensure_row(state_key)
+        view, visits = self._q_view, self._visits_view
+        base = i * self.n_actions
+        cache = self._greedy[i]
+        for action, reward in zip(actions, rewards, strict=True):
+            cell = base + action
+            q = view[cell]
+            n = visits[cell] + 1
+            visits[cell] = n
+            step = alpha
+            if visit_step and n * alpha < 1.0:
+                step = 1.0 / n
+            value = q + step * (reward + bootstrap - q)
+            view[cell] = value
+            if cache and value != q:
+                _update_greedy(cache, action, q, value)
+        self._row_visits[i] += len(actions)
 
     def td_update(
         self,
@@ -161,6 +222,7 @@ class QTable:
         next_mask: ActionMask,
         alpha: float,
         gamma: float,
+        visit_step: bool = False,
     ) -> float:
         """Apply one TD(0) update and return the TD error:
 
@@ -170,6 +232,7 @@ class QTable:
 
         The max is taken over the actions allowed in the next state only (masked actions never
         learn, so their zeros would bias the target); a next state never updated counts 0.
+        With `visit_step`, alpha is replaced by max(alpha, 1/n), n = this cell's updates including this one.
         `next_state_key=None` marks a terminal transition. This is the hot path of
         `ModelReplica.apply`, so the lookups are written out here.
         """
@@ -191,9 +254,15 @@ class QTable:
                 next_max = entry.best
             td_target += gamma * next_max
         td_error = td_target - q
-        value = q + alpha * td_error
+        visits = self._visits_view
+        n = visits[cell] + 1
+        visits[cell] = n
+        self._row_visits[i] += 1
+        step = alpha
+        if visit_step and n * alpha < 1.0:
+            step = 1.0 / n
+        value = q + step * td_error
         view[cell] = value
-        self._visits_view[cell] += 1
         cache = self._greedy[i]
         if cache and value != q:
             _update_greedy(cache, action, q, value)

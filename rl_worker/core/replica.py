@@ -6,23 +6,50 @@ Decisions read the replica; only its operations change it: `apply` (a completed 
 `skip` (an unreadable log record), `apply_hyperparameters` and `reset_to` (the learning log's
 control records, see core.control) and `import_state` (a restored snapshot; `export_state` is
 what a snapshot stores).
+
+Besides the seed's TD rule on the state key of each decision, the configuration's
+`LearningRules` (see `CoreConfig` and its profiles) can switch on:
+
+- the visit-count step size max(alpha, 1/n) (`rl_worker.core.qlearning`);
+- backoff to coarser state keys: every outcome also updates the rows of coarser keys (the same
+  features with some left out, `meta_backoff` / `sizing_backoff`, kept as rows of the same table
+  under an `L<level>:` prefix), and a decision reads the finest key whose row has at least
+  `backoff_visits` updates per allowed action: a fine state seen rarely is decided by what its
+  coarser states learnt;
+- strategy first (`meta_strategy_first`): the meta agent also keeps each strategy's value (rows
+  `S:<key>`, one cell per strategy, updated with every meta reward of the strategy traded) and
+  decides greedily among the actions of the best strategy (then by the actions' own values);
+  exploration stays uniform over all allowed actions, so the propensity formula is unchanged;
+- counterfactual sizing updates (`counterfactual_sizing`): a closed position's pnl and drawdown
+  say what every other size multiplier and leverage would have earned on the same price path,
+  so every sizing action within the configured limits is updated with its own reward, the chosen
+  one with the realised reward. Assumptions: the position's return and adverse excursion per unit
+  of exposure do not depend on the size taken (pnl and drawdown scale linearly with
+  size_multiplier x leverage: no market impact, no leverage-dependent costs); a position whose
+  drawdown would reach 100 % of its margin is liquidated there (pnl -100 %, drawdown 100 %).
+  Where a market breaks these assumptions (costs or tail risk that grow with leverage), the other
+  actions' values are biased and only the chosen action's own updates see the difference.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import NamedTuple
+
+import numpy as np
 
 from rl_worker.core.actions import (
     META_ACTIONS,
     N_META_ACTIONS,
     N_SIZING_ACTIONS,
     SIZING_ACTIONS,
+    ActionMask,
     effective_limits,
     meta_action_mask,
     sizing_action_mask,
 )
-from rl_worker.core.config import CoreConfig
+from rl_worker.core.config import CoreConfig, MetaBins, SizingBins
 from rl_worker.core.control import Hyperparameters
 from rl_worker.core.episodes import EpisodeTracker
 from rl_worker.core.exact import PnlWindow
@@ -44,7 +71,7 @@ from rl_worker.core.rewards import (
     volatility_adjustment,
 )
 from rl_worker.core.state import MetaKeyBuilder, MetaState, SizingKeyBuilder, SizingState
-from rl_worker.core.types import REGIMES
+from rl_worker.core.types import REGIMES, STRATEGIES
 
 __all__ = ["AppliedOutcome", "Decision", "ModelReplica", "ReplicaState"]
 
@@ -94,13 +121,13 @@ class ModelReplica:
 
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
-        q = config.qlearning
+        rules = config.learning
         self.meta_table = QTable(N_META_ACTIONS)
         self.sizing_table = QTable(N_SIZING_ACTIONS)
         self.winrate = WinRateTracker(config.market.winrate_window)
         self.equity = EquityCurve(config.market)
         self.recent_pnl = PnlWindow(config.reward.sharpe_window)
-        self.episodes = EpisodeTracker(q.gamma)
+        self.episodes = EpisodeTracker(rules.episode_gamma)
         # insertion-ordered, bounded by config.dedupe_window: redeliveries come within seconds
         self.applied: dict[str, None] = {}
         self.n_updates = 0
@@ -109,11 +136,41 @@ class ModelReplica:
         self.size_reward_total = 0.0
         self._random = DecisionRandom(config.seed)
         # Everything below is derived from the (frozen) config once, for the hot paths.
-        self._meta_keys = MetaKeyBuilder(config.meta_bins)
+        self._meta_keys = MetaKeyBuilder(
+            config.meta_bins, levels=rules.meta_backoff if rules.backoff_visits > 0 else ()
+        )
         self._sizing_keys = SizingKeyBuilder(config.sizing_bins)
         self._meta_masks = {regime: meta_action_mask(regime, config) for regime in REGIMES}
         self._sizing_next_mask = sizing_action_mask(config.risk.max_size_multiplier, config.risk.max_leverage)
-        self._episode_length = q.episode_length
+        self._episode_length = rules.episode_length
+        self._visit_step = rules.step_size == "visits"
+        self._backoff_visits = rules.backoff_visits
+        self._backoff_strength = rules.backoff_strength
+        # Coarser keys, coarsest first (none without backoff).
+        self._meta_levels: tuple[MetaKeyBuilder, ...] = ()
+        self._sizing_levels: tuple[SizingKeyBuilder, ...] = ()
+        if rules.backoff_visits > 0:
+            self._meta_levels = tuple(
+                MetaKeyBuilder(_keep_meta(config.meta_bins, kept), f"L{level}:")
+                for level, kept in enumerate(rules.meta_backoff)
+            )
+            self._sizing_levels = tuple(
+                SizingKeyBuilder(_keep_sizing(config.sizing_bins, kept), f"L{level}:")
+                for level, kept in enumerate(rules.sizing_backoff)
+            )
+        self._meta_levels_fine_first = tuple(reversed(self._meta_levels))
+        self._sizing_levels_fine_first = tuple(reversed(self._sizing_levels))
+        # Strategy first: per regime, the allowed strategies as a mask of strategy indices (rows "S:<key>"),
+        # and per set of greedy strategies the allowed actions that trade them.
+        self._strategy_first = rules.meta_strategy_first
+        self._strategy_masks = {
+            regime: ActionMask.of(
+                np.array(sorted({STRATEGIES.index(META_ACTIONS[a].strategy) for a in mask.members}), dtype=np.intp)
+            )
+            for regime, mask in self._meta_masks.items()
+        }
+        self._strategy_submasks: dict[tuple[str, tuple[int, ...] | None], ActionMask] = {}
+        self._counterfactual = _Counterfactual(self._sizing_next_mask, config) if rules.counterfactual_sizing else None
         self._meta_epsilon_at: tuple[int, float] = (-1, 0.0)  # (n_updates, epsilon), cached per update
         self._sizing_epsilon_at: tuple[int, float] = (-1, 0.0)
         self._set_hyperparameters(Hyperparameters.from_config(config), None, 0)
@@ -166,14 +223,61 @@ class ModelReplica:
         regime = market.regime
         winrate = self.winrate.winrate
         health = self.equity.health
-        key = self._meta_keys.key(regime, market.volatility, market.market_pressure, confidence, winrate, health)
+        volatility, pressure = market.volatility, market.market_pressure
+        keys = self._meta_keys.keys(regime, volatility, pressure, confidence, winrate, health)  # finest first
+        key = keys[0]
         epsilon = self.meta_epsilon
         mask = self._meta_masks[regime]
-        selection = select_greedy(
-            self.meta_table.greedy_actions(key, mask), mask, epsilon, self._random.stream(decision_id)
-        )
-        state = MetaState(regime, market.volatility, market.market_pressure, confidence, winrate, health)
+        table = self.meta_table
+        per_action = self._backoff_visits
+        if self._strategy_first:
+            strategies = self._greedy_strategies(table, keys, self._strategy_masks[regime])
+            submask = self._strategy_submasks.get((regime, strategies))
+            if submask is None:
+                submask = self._strategy_submask(regime, strategies)
+            by = _finest(table, keys, per_action * len(submask), "")
+            greedy: tuple[int, ...] | None = table.greedy_actions(by, submask) or submask.members
+        else:
+            greedy = table.greedy_actions(_finest(table, keys, per_action * len(mask), ""), mask)
+        selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
+        state = MetaState(regime, volatility, pressure, confidence, winrate, health)
         return Decision(state, key, selection, epsilon, self.log_offset + 1)
+
+    def _greedy_strategies(
+        self, table: QTable, keys: Sequence[str], strategy_mask: ActionMask
+    ) -> tuple[int, ...] | None:
+        """The allowed strategies with the best value, each value shrunk from the finest key towards the coarser:
+
+            v_coarsest = Q(coarsest, s)
+            v_level    = (n * Q(level, s) + strength * v_coarser) / (n + strength),  n = updates of that cell
+
+        (the coarser key's estimate counts as `strength` pseudo-updates). None: no key seen yet (all tie).
+        """
+        strength = self._backoff_strength
+        members = strategy_mask.members
+        values: list[float] | None = None
+        for key in reversed(keys):  # coarsest first
+            cells = table.cells("S:" + key, members)
+            if cells is None:
+                continue
+            if values is None:
+                values = [q for q, _ in cells]
+            else:
+                values = [(n * q + strength * v) / (n + strength) for (q, n), v in zip(cells, values, strict=True)]
+        if values is None:
+            return None
+        best = max(values)
+        return tuple(s for s, v in zip(members, values, strict=True) if v == best)
+
+    def _strategy_submask(self, regime: str, strategies: tuple[int, ...] | None) -> ActionMask:
+        mask = self._meta_masks[regime]
+        if strategies is not None:
+            names = {STRATEGIES[i] for i in strategies}
+            mask = ActionMask.of(
+                np.array([a for a in mask.members if META_ACTIONS[a].strategy in names], dtype=np.intp)
+            )
+        self._strategy_submasks[(regime, strategies)] = mask
+        return mask
 
     def decide_sizing(
         self,
@@ -190,9 +294,19 @@ class ModelReplica:
         key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         epsilon = self.sizing_epsilon
         mask = sizing_action_mask(*effective_limits(self.config.risk, max_size_multiplier, max_leverage))
-        selection = select_greedy(
-            self.sizing_table.greedy_actions(key, mask), mask, epsilon, self._random.stream(decision_id)
-        )
+        table = self.sizing_table
+        if self._sizing_levels:
+            keys = [
+                key,
+                *(
+                    b.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
+                    for b in self._sizing_levels_fine_first
+                ),
+            ]
+            key_used = _finest(table, keys, self._backoff_visits * len(mask), "")
+        else:
+            key_used = key
+        selection = select_greedy(table.greedy_actions(key_used, mask), mask, epsilon, self._random.stream(decision_id))
         state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         return Decision(state, key, selection, epsilon, self.log_offset + 1)
 
@@ -237,10 +351,16 @@ class ModelReplica:
         terminal = n_updates % self._episode_length == 0
         next_regime = outcome.next_regime
 
+        meta_table, sizing_table = self.meta_table, self.sizing_table
+        meta_alpha, meta_gamma = self._meta_alpha, self._meta_gamma
+        sizing_alpha, sizing_gamma = self._sizing_alpha, self._sizing_gamma
+        visit_step = self._visit_step
+        bootstrap_meta = not terminal and meta_gamma > 0.0
+        bootstrap_sizing = not terminal and sizing_gamma > 0.0
+        next_volatility = outcome.next_volatility
         next_meta_key = next_sizing_key = None
-        if not terminal:
-            next_volatility = outcome.next_volatility
-            next_meta_key = self._meta_keys.key(
+        if bootstrap_meta:
+            next_meta_args = (
                 next_regime,
                 next_volatility,
                 outcome.next_market_pressure,
@@ -248,22 +368,114 @@ class ModelReplica:
                 winrate,
                 equity.health,
             )
+            next_meta_key = self._meta_keys.key(*next_meta_args)
+        if bootstrap_sizing:
             sizing_keys = self._sizing_keys
-            next_sizing_key = sizing_keys.key_with_slope_bin(
+            slope_bin = equity.slope_bin(sizing_keys.slope_edges)
+            next_sizing_args = (
                 sizing_state.signal_confidence,
                 sizing_state.portfolio_exposure,
                 winrate,
                 next_volatility,
-                equity.slope_bin(sizing_keys.slope_edges),
+                equity.slope,
             )
-        meta_td = self.meta_table.td_update(
-            meta.state_key, meta_action, r_meta, next_meta_key, self._meta_masks[next_regime],
-            self._meta_alpha, self._meta_gamma,
+            next_sizing_key = sizing_keys.key_with_slope_bin(*next_sizing_args[:4], slope_bin)
+        next_meta_mask = self._meta_masks[next_regime]
+        meta_td = meta_table.td_update(
+            meta.state_key,
+            meta_action,
+            r_meta,
+            next_meta_key,
+            next_meta_mask,
+            meta_alpha,
+            meta_gamma,
+            visit_step,
         )
-        size_td = self.sizing_table.td_update(
-            sizing.state_key, sizing_action, r_size, next_sizing_key, self._sizing_next_mask,
-            self._sizing_alpha, self._sizing_gamma,
+        meta_keys = [(meta.state_key, next_meta_key)]
+        if self._meta_levels:
+            state_args = (
+                meta_state.regime,
+                meta_state.volatility,
+                meta_state.market_pressure,
+                meta_state.confidence,
+                meta_state.previous_winrate,
+                meta_state.account_health,
+            )
+            for builder in self._meta_levels:
+                next_key = builder.key(*next_meta_args) if bootstrap_meta else None
+                meta_keys.append((builder.key(*state_args), next_key))
+                meta_table.td_update(
+                    meta_keys[-1][0],
+                    meta_action,
+                    r_meta,
+                    next_key,
+                    next_meta_mask,
+                    meta_alpha,
+                    meta_gamma,
+                    visit_step,
+                )
+        if self._strategy_first:
+            strategy = STRATEGIES.index(META_ACTIONS[meta_action].strategy)
+            next_strategy_mask = self._strategy_masks[next_regime]
+            for key, next_key in meta_keys:
+                meta_table.td_update(
+                    "S:" + key,
+                    strategy,
+                    r_meta,
+                    None if next_key is None else "S:" + next_key,
+                    next_strategy_mask,
+                    meta_alpha,
+                    meta_gamma,
+                    visit_step,
+                )
+        next_sizing_mask = self._sizing_next_mask
+        sizing_args = (
+            sizing_state.signal_confidence,
+            sizing_state.portfolio_exposure,
+            sizing_state.recent_winrate,
+            sizing_state.volatility,
+            sizing_state.equity_curve_slope,
         )
+        counterfactual = self._counterfactual
+        if counterfactual is None:
+            size_td = sizing_table.td_update(
+                sizing.state_key,
+                sizing_action,
+                r_size,
+                next_sizing_key,
+                next_sizing_mask,
+                sizing_alpha,
+                sizing_gamma,
+                visit_step,
+            )
+            for sizing_builder in self._sizing_levels:
+                next_key = sizing_builder.key(*next_sizing_args) if bootstrap_sizing else None
+                sizing_table.td_update(
+                    sizing_builder.key(*sizing_args),
+                    sizing_action,
+                    r_size,
+                    next_key,
+                    next_sizing_mask,
+                    sizing_alpha,
+                    sizing_gamma,
+                    visit_step,
+                )
+        else:
+            actions, rewards = counterfactual.rewards(
+                pnl, drawdown, sizing_state.volatility, multiplier * leverage, sizing_action, r_size
+            )
+            keys = [(sizing.state_key, next_sizing_key)]
+            keys += [
+                (sizing_builder.key(*sizing_args), sizing_builder.key(*next_sizing_args) if bootstrap_sizing else None)
+                for sizing_builder in self._sizing_levels
+            ]
+            row = sizing_table.row(sizing.state_key)
+            size_td = r_size - (0.0 if row is None else float(row[sizing_action]))
+            for key, next_key in keys:
+                bootstrap = sizing_gamma * sizing_table.next_max(next_key, next_sizing_mask) if next_key else 0.0
+                if key == sizing.state_key:
+                    size_td += bootstrap
+                sizing_table.td_update_cells(key, actions, rewards, bootstrap, sizing_alpha, visit_step)
         closed_at_ms = outcome.closed_at_ms
         episodes = self.episodes
         episodes.step(r_meta, closed_at_ms)
@@ -291,9 +503,20 @@ class ModelReplica:
     def export_state(self) -> ReplicaState:
         """The learned state (the live objects, not copies: encode it before the next `apply`)."""
         return ReplicaState(
-            self.meta_table, self.sizing_table, self.winrate, self.equity, self.recent_pnl, self.episodes,
-            self.applied, self.n_updates, self.log_offset, self.meta_reward_total, self.size_reward_total,
-            self._hyperparameters, self._hyperparameters_offset, self._epsilon_origin,
+            self.meta_table,
+            self.sizing_table,
+            self.winrate,
+            self.equity,
+            self.recent_pnl,
+            self.episodes,
+            self.applied,
+            self.n_updates,
+            self.log_offset,
+            self.meta_reward_total,
+            self.size_reward_total,
+            self._hyperparameters,
+            self._hyperparameters_offset,
+            self._epsilon_origin,
         )
 
     def import_state(self, state: ReplicaState) -> None:
@@ -344,10 +567,59 @@ class ModelReplica:
         taken = self._take_offset(offset)
         if taken is None:
             return False
-        self.meta_table, self.sizing_table = source.meta_table, source.sizing_table
-        self.winrate, self.equity, self.recent_pnl = source.winrate, source.equity, source.recent_pnl
-        self.episodes = source.episodes
-        self.n_updates = source.n_updates
-        self.meta_reward_total, self.size_reward_total = source.meta_reward_total, source.size_reward_total
-        self._set_hyperparameters(source.hyperparameters, taken, source.epsilon_origin)
+        state = replace(source.export_state(), applied=self.applied, log_offset=taken, hyperparameters_offset=taken)
+        self.import_state(state)
         return True
+
+
+def _finest(table: QTable, keys: Sequence[str], needed: float, prefix: str) -> str:
+    """The first (finest) of `keys` whose row (under `prefix`) has at least `needed` updates, else the last."""
+    for key in keys:
+        if table.row_visits(prefix + key) >= needed:
+            return key
+    return keys[-1]
+
+
+def _keep_meta(bins: MetaBins, kept: tuple[str, ...]) -> MetaBins:
+    """The bins with every feature not in `kept` ignored (one bin)."""
+    return bins.model_copy(update={name: () for name in MetaBins.model_fields if name not in kept})
+
+
+def _keep_sizing(bins: SizingBins, kept: tuple[str, ...]) -> SizingBins:
+    return bins.model_copy(update={name: () for name in SizingBins.model_fields if name not in kept})
+
+
+class _Counterfactual:
+    """The size reward every sizing action within the configured limits would have earned on a closed
+    position's price path (see the module docstring for the assumptions)."""
+
+    __slots__ = ("_allowed", "_cells", "_reward_config", "actions")
+
+    def __init__(self, mask: ActionMask, config: CoreConfig) -> None:
+        self.actions = mask.members
+        self._allowed = mask.allowed
+        self._cells = tuple(
+            (SIZING_ACTIONS[a].size_multiplier, float(SIZING_ACTIONS[a].leverage)) for a in mask.members
+        )
+        self._reward_config = config.reward
+
+    def rewards(
+        self, pnl: float, drawdown: float, volatility: float, exposure: float, chosen: int, chosen_reward: float
+    ) -> tuple[tuple[int, ...], list[float]]:
+        unit_pnl, unit_drawdown = pnl / exposure, drawdown / exposure
+        reward_config = self._reward_config
+        rewards = []
+        for action, (multiplier, leverage) in zip(self.actions, self._cells, strict=True):
+            if action == chosen:
+                rewards.append(chosen_reward)
+                continue
+            cell_exposure = multiplier * leverage
+            cell_pnl, cell_drawdown = unit_pnl * cell_exposure, unit_drawdown * cell_exposure
+            if cell_drawdown >= 100.0:  # liquidated: the margin is gone
+                cell_pnl, cell_drawdown = -100.0, 100.0
+            risk = risk_penalty(cell_drawdown, multiplier, leverage, reward_config)
+            adjustment = volatility_adjustment(volatility, multiplier, leverage)
+            rewards.append(size_reward(cell_pnl, risk, adjustment, reward_config))
+        if chosen not in self._allowed:  # traded beyond today's configured limits (a replayed log)
+            return (*self.actions, chosen), [*rewards, chosen_reward]
+        return self.actions, rewards

@@ -50,9 +50,15 @@ class MetaKeyBuilder:
     dictionary lookup instead of formatting a string.
     """
 
-    __slots__ = ("_cache", "_edges", "_radix")
+    __slots__ = ("_cache", "_edges", "_levels", "_levels_cache", "_prefix", "_radix")
 
-    def __init__(self, bins: MetaBins) -> None:
+    _FEATURES = ("volatility", "market_pressure", "confidence", "previous_winrate", "account_health")
+
+    def __init__(self, bins: MetaBins, prefix: str = "", levels: tuple[tuple[str, ...], ...] = ()) -> None:
+        self._prefix = prefix  # "L<level>:" for the coarser keys of backoff
+        # Backoff levels, coarsest first: which of the five features each keeps (the rest read bin 0).
+        self._levels = tuple(tuple(f in kept for f in self._FEATURES) for kept in levels)
+        self._levels_cache: dict[str, dict[int, tuple[str, ...]]] = {}
         self._edges = (
             bins.volatility,
             bins.market_pressure,
@@ -85,17 +91,49 @@ class MetaKeyBuilder:
         cell = (((v * rp + p) * rc + c) * rw + w) * rh + h
         key = keys.get(cell)
         if key is None:
-            key = keys[cell] = f"{regime}|v{v}p{p}c{c}w{w}h{h}"
+            key = keys[cell] = f"{self._prefix}{regime}|v{v}p{p}c{c}w{w}h{h}"
         return key
+
+    def keys(
+        self,
+        regime: str,
+        volatility: float,
+        market_pressure: float,
+        confidence: float,
+        previous_winrate: float,
+        account_health: float,
+    ) -> tuple[str, ...]:
+        """The fine key, then the backoff levels' keys from the finest to the coarsest (`L<i>:` prefixed)."""
+        ev, ep, ec, ew, eh = self._edges
+        _, rp, rc, rw, rh = self._radix
+        v = bisect_right(ev, volatility)
+        p = bisect_right(ep, market_pressure)
+        c = bisect_right(ec, confidence)
+        w = bisect_right(ew, previous_winrate)
+        h = bisect_right(eh, account_health)
+        cache = self._levels_cache.get(regime)
+        if cache is None:
+            cache = self._levels_cache[regime] = {}
+        cell = (((v * rp + p) * rc + c) * rw + w) * rh + h
+        keys = cache.get(cell)
+        if keys is None:
+            indices = (v, p, c, w, h)
+            levels = [f"{self._prefix}{regime}|v{v}p{p}c{c}w{w}h{h}"]
+            for level in range(len(self._levels) - 1, -1, -1):
+                lv, lp, lc, lw, lh = (i if kept else 0 for i, kept in zip(indices, self._levels[level], strict=True))
+                levels.append(f"L{level}:{regime}|v{lv}p{lp}c{lc}w{lw}h{lh}")
+            keys = cache[cell] = tuple(levels)
+        return keys
 
 
 class SizingKeyBuilder:
     """The sizing state key, `c<i>e<i>w<i>v<i>s<i>`: the bin index of each feature in SizingState's
     order (`key(*state)` for a SizingState; see MetaKeyBuilder)."""
 
-    __slots__ = ("_cache", "_edges", "_radix")
+    __slots__ = ("_cache", "_edges", "_prefix", "_radix")
 
-    def __init__(self, bins: SizingBins) -> None:
+    def __init__(self, bins: SizingBins, prefix: str = "") -> None:
+        self._prefix = prefix
         self._edges = (
             bins.signal_confidence,
             bins.portfolio_exposure,
@@ -128,7 +166,7 @@ class SizingKeyBuilder:
         cell = (((c * re + e) * rw + w) * rv + v) * rs + slope_bin
         key = self._cache.get(cell)
         if key is None:
-            key = self._cache[cell] = f"c{c}e{e}w{w}v{v}s{slope_bin}"
+            key = self._cache[cell] = f"{self._prefix}c{c}e{e}w{w}v{v}s{slope_bin}"
         return key
 
     def key(

@@ -30,7 +30,7 @@ from rl_worker.analysis.learning_log import LogTally, read_table_sizes
 from rl_worker.analysis.performance import summarize_arm
 from rl_worker.contract import to_epoch_ms
 from rl_worker.errors import RlWorkerError
-from rl_worker.ops.learning_log import ReplayResult
+from rl_worker.ops.log_replay import ReplayResult
 from rl_worker.settings import Settings
 
 __all__ = [

@@ -3,13 +3,17 @@ each command's work lives in its own module of `rl_worker/ops/`."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.cli import argument, option
 
+from rl_worker.ops.exceptions import CommandError
 from rl_worker.settings import Settings
+from rl_worker.stream.exceptions import CheckpointStoreError, InfrastructureError
 
 __all__ = ["register_commands"]
 
@@ -18,6 +22,19 @@ def click_choice(*choices: str) -> Any:
     import click
 
     return click.Choice(choices)
+
+
+async def run_command(work: Coroutine[Any, Any, None]) -> None:
+    """Run an operator command: a CommandError is printed as one line and ends the process with its
+    exit code (the command has written nothing); infrastructure errors likewise, with code 1."""
+    try:
+        await work
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+    except (CheckpointStoreError, InfrastructureError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def register_commands(app: faust.App, settings: Settings) -> None:
@@ -56,6 +73,14 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             help="broker started when RL_KAFKA_BOOTSTRAP is not set (apache-kafka: scripts/kafka/fetch.sh's jars)",
         ),
         option(
+            "--core",
+            type=click_choice("configured", "demo"),
+            default="configured",
+            show_default=True,
+            help="the workers' core: the configured one (RL_CORE__*, else the defaults) or the demo's coarse bins",
+        ),
+        option("--window", type=int, default=500, show_default=True, help="positions the learning figures cover"),
+        option(
             "--control-share",
             type=float,
             default=0.0,
@@ -64,22 +89,42 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         ),
     )
     async def demo(
-        self: Any, positions: int, seed: int, workers: int, out: str, no_live: bool, broker: str, control_share: float
+        self: Any,
+        positions: int,
+        seed: int,
+        workers: int,
+        out: str,
+        no_live: bool,
+        broker: str,
+        core: str,
+        window: int,
+        control_share: float,
     ) -> None:
         """The main job: broker, Redis, workers and the synthetic stack; live progress; a PNG."""
         from rl_worker.ops.demo import run_demo
+        from rl_worker.sim.demo_config import demo_core_config
 
         if not 0.0 <= control_share <= 1.0:
             raise SystemExit("--control-share must lie in [0, 1]")
+        core_config = settings.core if core == "configured" else demo_core_config()
         result = await run_demo(
-            settings, positions, seed, workers, Path(out), live=not no_live, broker=broker, control_share=control_share
+            settings,
+            positions,
+            seed,
+            workers,
+            Path(out),
+            live=not no_live,
+            broker=broker,
+            core=core_config,
+            window=window,
+            control_share=control_share,
         )
         snap = result.progress.report.snapshot()
         self.say(
             f"done: {result.progress.closed} positions in {result.progress.elapsed_s:.1f} s; "
             f"share of the best reward above random over the last "
             f"{min(result.progress.report.window, result.progress.closed)}: "
-            f"{snap.fraction:.1%}"
+            f"{snap.fraction:.1%} (meta {snap.meta_fraction:.1%}, sizing {snap.sizing_fraction:.1%})"
         )
         self.say(f"learning curves: {result.png.resolve()}")
         self.say(
@@ -90,17 +135,167 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             self.say(result.ab_verdict)
 
     @app.command(
-        argument("action", type=click_choice("list", "show")),
-        argument("offset", type=int, required=False),
+        argument(
+            "action",
+            type=click_choice("list", "show", "export", "import", "restore", "promote", "pin", "unpin"),
+        ),
+        argument("target", required=False),
+        option("--out", type=str, default=None, help="export: the JSON file to write"),
+        option("--app-id", "into_app_id", type=str, default=None, help="import: into this app id (default RL_APP_ID)"),
+        option("--from-app-id", type=str, default=None, help="promote: the namespace whose checkpoint goes live"),
+        option("--offset", "source_offset", type=int, default=None, help="promote: that checkpoint (default latest)"),
+        option("--yes", is_flag=True, default=False, help="restore/promote: do not ask for confirmation"),
     )
-    async def checkpoint(self: Any, action: str, offset: int | None) -> None:
-        """List the checkpoints of this app id (RL_APP_ID) in Redis, or show one."""
+    async def checkpoint(
+        self: Any,
+        action: str,
+        target: str | None,
+        out: str | None,
+        into_app_id: str | None,
+        from_app_id: str | None,
+        source_offset: int | None,
+        yes: bool,
+    ) -> None:
+        """Checkpoints of this app id (RL_APP_ID): list | show OFFSET | export OFFSET|latest --out FILE |
+        import FILE [--app-id NEW] | restore OFFSET | promote --from-app-id SRC [--offset N] | pin/unpin OFFSET."""
         from rich.console import Console
 
-        from rl_worker.ops.checkpoints import describe_checkpoints
+        from rl_worker.ops import checkpoints as ops
 
-        table = await describe_checkpoints(settings, offset if action == "show" else None)
-        Console().print(table)
+        console = Console()
+
+        def offset_argument(allow_latest: bool = False) -> int | None:
+            if target is None:
+                raise CommandError(f"checkpoint {action} needs an OFFSET" + (" or latest" if allow_latest else ""))
+            if allow_latest and target == "latest":
+                return None
+            try:
+                return int(target)
+            except ValueError:
+                raise CommandError(f"{target!r} is not an offset") from None
+
+        async def run() -> None:
+            if action in ("list", "show"):
+                shown = offset_argument() if action == "show" else None
+                console.print(await ops.describe_checkpoints(settings, shown))
+            elif action == "export":
+                if out is None:
+                    raise CommandError("checkpoint export needs --out FILE")
+                await ops.export_checkpoint(settings, offset_argument(allow_latest=True), Path(out), console)
+            elif action == "import":
+                if target is None:
+                    raise CommandError("checkpoint import needs the FILE to import")
+                await ops.import_checkpoint(settings, Path(target), into_app_id, console)
+            elif action == "restore":
+                offset = offset_argument()
+                await ops.reset_live_model(settings, settings.app_id, offset, yes, "restore", console)
+            elif action == "promote":
+                if from_app_id is None:
+                    raise CommandError("checkpoint promote needs --from-app-id SRC")
+                await ops.reset_live_model(settings, from_app_id, source_offset, yes, "promote", console)
+            else:
+                offset = offset_argument()
+                assert offset is not None
+                await ops.pin_checkpoint(settings, offset, action == "pin", console)
+
+        await run_command(run())
+
+    @app.command(
+        option("--window", type=int, default=500, show_default=True, help="recent outcomes the advice reads"),
+        option("--json", "as_json", is_flag=True, default=False, help="machine-readable output"),
+        option(
+            "--apply",
+            "apply_values",
+            is_flag=True,
+            default=False,
+            help="append a hyperparameter record with the values given (the others stay as they are)",
+        ),
+        *[
+            option(
+                f"--{agent}-{flag.replace('_', '-')}",
+                f"{agent}_{flag}",
+                type=float,
+                default=None,
+                help=f"{agent} agent's {flag.replace('_', ' ')}"
+                + (" (the schedule restarts at this value)" if flag == "epsilon" else ""),
+            )
+            for agent in ("meta", "sizing")
+            for flag in ("alpha", "gamma", "epsilon", "epsilon_min", "epsilon_decay")
+        ],
+        option("--reason", type=str, default="", help="--apply: why (kept in the record, for the audit trail)"),
+    )
+    async def tune(
+        self: Any, window: int, as_json: bool, apply_values: bool, reason: str, **values: float | None
+    ) -> None:
+        """Per-agent advice on alpha, gamma and epsilon from the model's statistics; --apply changes them live."""
+        import json
+
+        from rich.console import Console
+
+        from rl_worker.ops.tune import apply_hyperparameters, tune_report
+
+        console = Console()
+        given = {
+            agent: {
+                flag: value
+                for flag in ("alpha", "gamma", "epsilon", "epsilon_min", "epsilon_decay")
+                if (value := values[f"{agent}_{flag}"]) is not None
+            }
+            for agent in ("meta", "sizing")
+        }
+
+        async def run() -> None:
+            if apply_values:
+                await apply_hyperparameters(settings, given, reason, console, as_json)
+                return
+            if any(given.values()):
+                raise CommandError("hyperparameter values are only written with --apply")
+            report = await tune_report(settings, window)
+            if as_json:
+                print(json.dumps(report.as_dict(), indent=2))
+            else:
+                report.print(console)
+
+        await run_command(run())
+
+    @app.command(
+        option(
+            "--from",
+            "start",
+            type=str,
+            default="earliest",
+            show_default=True,
+            help="earliest | ISO-8601 time | topic:partition:offset[,...] of the input topics",
+        ),
+        option("--to", "end", type=str, default="latest", show_default=True, help="latest | ISO-8601 time"),
+        option("--target-app-id", type=str, required=True, help="the new model namespace to write"),
+        option("--target-log", type=str, default=None, help="its learning log (default rl.outcomes.<target>)"),
+        option(
+            "--actions",
+            type=click_choice("decisions", "events", "both"),
+            default="both",
+            show_default=True,
+            help="published decisions, the events' own actions, or decisions first then events",
+        ),
+    )
+    async def backfill(
+        self: Any, start: str, end: str, target_app_id: str, target_log: str | None, actions: str
+    ) -> None:
+        """Learn a new model namespace from a bounded range of the input topics and the published decisions."""
+        from rl_worker.ops.backfill import run_backfill
+
+        async def run() -> None:
+            result = await run_backfill(
+                settings, start, end, target_app_id, actions, target_log  # type: ignore[arg-type]
+            )
+            print(result.summary())
+            print(
+                f"target {target_app_id}: learning log {result.target_log} (offsets 0-{result.checkpoint_offset}), "
+                f"checkpoint {result.checkpoint_offset} sha256 {result.checkpoint_sha256}; actions from decisions "
+                f"{result.from_decisions}, from events {result.from_events}; {result.counts.invalid} invalid events"
+            )
+
+        await run_command(run())
 
     @app.command(
         option("--url", "urls", multiple=True, help="worker base URL (repeatable); default this app's web port"),
@@ -201,7 +396,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             parse_since,
             plot_report,
         )
-        from rl_worker.ops.learning_log import LearningLogError, replay_learning_log
+        from rl_worker.ops.log_replay import LearningLogError, replay_learning_log
 
         if history:
             store = ReportHistory(settings)
@@ -264,7 +459,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         from rl_worker.analysis.learning_log import LogTally
         from rl_worker.ops.abtest import AbTestError, parse_since
         from rl_worker.ops.evaluate import EvaluateError, evaluate_candidate, format_evaluation, load_candidate
-        from rl_worker.ops.learning_log import LearningLogError, replay_learning_log
+        from rl_worker.ops.log_replay import LearningLogError, replay_learning_log
 
         try:
             since_ms = parse_since(since)

@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from rl_worker.core.config import CoreConfig
 from rl_worker.ops.services import EmbeddedBroker, LocalRedis, WorkerProcess, redis_answers, settings_env, stop_workers
 from rl_worker.ops.simulate import SimulationProgress, run_simulation
 from rl_worker.settings import CheckpointSettings, Settings, TopicNames
-from rl_worker.sim.demo_config import demo_core_config
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -172,23 +172,30 @@ async def run_demo(
     out_dir: Path,
     live: bool = True,
     broker: str = "tansu",
+    core: CoreConfig | None = None,
+    window: int = 500,
     control_share: float = 0.0,
 ) -> DemoResult:
+    """`core`: the workers' core config (default: the configured one)."""
     run = time.strftime("%Y%m%d-%H%M%S")
     workdir = (out_dir / f"demo-{run}").resolve()  # the workers run in it: no relative paths
     workdir.mkdir(parents=True, exist_ok=True)
     with demo_services(configured, workdir, broker) as (bootstrap, redis_url):
         prefix = f"demo-{run}"
         # Derived from the settings the command was started with (the one Settings of the entry point).
-        settings = configured.model_copy(update={
-            "kafka_bootstrap": bootstrap,
-            "redis_url": SecretStr(redis_url),
-            "app_id": f"rl-{prefix}",
-            "topics": TopicNames(**{field: f"{prefix}.{name}" for field, name in TopicNames().model_dump().items()}),
-            "core": demo_core_config(),
-            "checkpoint": CheckpointSettings(every_outcomes=500, interval_s=5.0),
-            "ab": configured.ab.model_copy(update={"control_share": control_share}),
-        })
+        settings = configured.model_copy(
+            update={
+                "kafka_bootstrap": bootstrap,
+                "redis_url": SecretStr(redis_url),
+                "app_id": f"rl-{prefix}",
+                "topics": TopicNames(
+                    **{field: f"{prefix}.{name}" for field, name in TopicNames().model_dump().items()}
+                ),
+                "core": configured.core if core is None else core,
+                "checkpoint": CheckpointSettings(every_outcomes=500, interval_s=5.0),
+                "ab": configured.ab.model_copy(update={"control_share": control_share}),
+            }
+        )
         from rl_worker.stream.topics import ensure_topics
 
         await ensure_topics(settings)
@@ -215,7 +222,7 @@ async def run_demo(
                 display = Live(console=console, refresh_per_second=4, transient=False)
                 display.start()
             try:
-                progress = await run_simulation(settings, positions, seed=seed, on_progress=on_progress)
+                progress = await run_simulation(settings, positions, seed=seed, window=window, on_progress=on_progress)
             finally:
                 if display is not None:
                     display.stop()
@@ -242,7 +249,7 @@ async def _ab_verdict(settings: Settings, workdir: Path) -> str:
     """The A/B report over the demo's learning log: its verdict lines (the full report goes to ab-report.txt)."""
     from rl_worker.analysis.learning_log import LogTally
     from rl_worker.ops.abtest import AbTestError, build_report, format_report
-    from rl_worker.ops.learning_log import replay_learning_log
+    from rl_worker.ops.log_replay import replay_learning_log
 
     tally = LogTally(settings.core, settings.policy)
     result = await replay_learning_log(settings, tally)

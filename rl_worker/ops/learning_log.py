@@ -1,107 +1,119 @@
-"""Replays an app id's learning log into a fresh replica, for the commands that judge it offline.
-
-`ab-test report` and `evaluate` need the rewards the live replicas computed, which depend on
-every record before them: so the log is read from offset 0 to its end (one partition, no
-consumer group, nothing committed or written) and applied in order, control records included
-(a hyperparameter change as the replicas apply it; a reset loads the named checkpoint from
-Redis and checks its sha256). Each applied outcome goes to a `LogTally`.
-"""
+"""The learning log of one app id as the operator commands use it: read into a replica up to its
+end (from the newest usable checkpoint), and appended to with a control record."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
-from dataclasses import dataclass
+from types import TracebackType
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
 
-from rl_worker.analysis.learning_log import LogTally
-from rl_worker.core.control import HyperparametersRecord, ResetRecord, decode_log_record
-from rl_worker.core.replica import ModelReplica
-from rl_worker.core.snapshot import decode_replica
-from rl_worker.errors import RlWorkerError
+from rl_worker.core.control import decode_log_record
+from rl_worker.core.outcome import Outcome
+from rl_worker.core.tuning import WindowObserver
+from rl_worker.ops.exceptions import CommandError
 from rl_worker.settings import Settings
-from rl_worker.stream.checkpoints import RedisCheckpointStore
+from rl_worker.stream.checkpoints import CheckpointStore, RedisCheckpointStore, restore_newest_valid
+from rl_worker.stream.exceptions import CheckpointStoreError
+from rl_worker.stream.follower import OutcomesFollower
+from rl_worker.stream.runtime import WorkerRuntime
 
-__all__ = ["LearningLogError", "ReplayResult", "replay_learning_log"]
+__all__ = ["LearningLog", "open_store"]
 
 log = logging.getLogger(__name__)
 
 
-class LearningLogError(RlWorkerError):
-    """The learning log cannot be read (missing topic, unreachable broker, a reset that cannot load)."""
-
-
-@dataclass
-class ReplayResult:
-    replica: ModelReplica
-    tally: LogTally
-    end_offset: int  # the offset after the last record read
-
-
-async def _load_reset(settings: Settings, record: ResetRecord) -> ModelReplica:
-    store = RedisCheckpointStore(settings.redis_url.get_secret_value(), f"rl_worker:{record.app_id}")
-    try:
-        data = await store.load(record.checkpoint_offset)
-    finally:
-        await store.close()
-    if data is None or hashlib.sha256(data).hexdigest() != record.sha256:
-        raise LearningLogError(
-            f"the log resets to checkpoint {record.app_id}@{record.checkpoint_offset}, which Redis no longer holds "
-            "as written (missing or another sha256): the replay cannot follow the live replicas past it"
-        )
-    return decode_replica(data, settings.core)
-
-
-async def replay_learning_log(settings: Settings, tally: LogTally, timeout_s: float = 10.0) -> ReplayResult:
-    """Read the whole learning log of `settings.app_id`'s topic into a fresh replica and `tally`."""
-    topic = settings.topics.outcomes
-    tp = TopicPartition(topic, 0)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        request_timeout_ms=int(timeout_s * 1000),
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+def open_store(settings: Settings, namespace: str | None = None) -> RedisCheckpointStore:
+    return RedisCheckpointStore(
+        settings.redis_url.get_secret_value(), namespace or settings.redis_namespace, settings.checkpoint.retention
     )
-    try:
-        await consumer.start()
-    except Exception as exc:  # aiokafka raises several kinds for an unreachable broker
-        raise LearningLogError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc}") from None
-    replica = ModelReplica(settings.core)
-    end = 0
-    try:
-        if topic not in await consumer.topics():
-            raise LearningLogError(f"no learning log: topic {topic!r} does not exist on {settings.kafka_bootstrap}")
-        consumer.assign([tp])
-        consumer.seek(tp, 0)
-        reported = (await consumer.end_offsets([tp]))[tp]
-        # the reported end is a lower bound (tansu): read on until a fetch comes back empty
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=500 if end >= reported else 2000, max_records=5000)
+
+
+class LearningLog:
+    """`async with LearningLog(settings) as log:` the log of `settings.app_id` and its checkpoint store."""
+
+    def __init__(self, settings: Settings, store: CheckpointStore | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.topics.outcomes
+        self.store = store or open_store(settings)
+        self.runtime = WorkerRuntime(settings, self.store)
+        self.follower = OutcomesFollower(settings, self.runtime)
+        self.end = 0
+
+    async def __aenter__(self) -> LearningLog:
+        try:
+            await asyncio.wait_for(self.follower.connect(), 20.0)
+            assert self.follower.consumer is not None
+            topics = await self.follower.consumer.topics()
+            if self.topic not in topics:
+                raise CommandError(
+                    f"learning log {self.topic} does not exist on {self.settings.kafka_bootstrap}: "
+                    "is RL_APP_ID (or RL_TOPICS__OUTCOMES) the model's?"
+                )
+            self.end = await self.follower.log_end()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.follower.stop()
+        await self.store.close()
+
+    async def catch_up(self, window: int = 0) -> WindowObserver:
+        """Bring the runtime's replica to the log's end, from the newest checkpoint that leaves the
+        last `window` records to replay; those are observed (rewards, TD errors, unseen states)."""
+        replica = self.runtime.replica
+        window_start = max(0, self.end - window)
+        try:
+            restored = await restore_newest_valid(self.store, replica.config, window_start - 1)
+        except CheckpointStoreError as exc:
+            raise CommandError(f"checkpoint store unreachable: {exc}", 1) from exc
+        if restored.replica is not None:
+            replica.import_state(restored.replica.export_state())
+        self.follower.seek_to_replica()
+        observer = WindowObserver()
+        consumer, tp, runtime = self.follower.consumer, self.follower.tp, self.runtime
+        assert consumer is not None
+        idle = 0
+        while replica.log_offset + 1 < self.end:
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
             records = batch.get(tp, [])
-            if not records:
-                if end >= reported:
-                    break
-                continue
-            for message in records:
-                offset = message.offset
-                end = offset + 1
-                try:
-                    record = decode_log_record(message.value or b"")
-                except ValidationError as exc:
-                    log.warning("%s[0]@%d unreadable, skipped: %s", topic, offset, exc.errors()[:1])
-                    replica.skip(offset)
-                    tally.skip(offset)
-                    continue
-                if isinstance(record, HyperparametersRecord):
-                    replica.apply_hyperparameters(record.hyperparameters, offset)
-                    tally.control(offset)
-                elif isinstance(record, ResetRecord):
-                    replica.reset_to(await _load_reset(settings, record), offset)
-                    tally.control(offset)
-                else:
-                    tally.add(record, replica.apply(record, offset), replica, offset)
-    finally:
-        await consumer.stop()
-    return ReplayResult(replica, tally, end)
+            idle = 0 if records else idle + 1
+            if idle > 20:
+                raise CommandError(f"learning log {self.topic} stopped at {replica.log_offset + 1} of {self.end}", 1)
+            for record in records:
+                if record.offset >= window_start and record.offset > replica.log_offset:
+                    try:
+                        decoded = decode_log_record(record.value or b"")
+                    except ValueError:
+                        decoded = None
+                    if isinstance(decoded, Outcome):
+                        observer.observe_apply(replica, decoded, record.offset)
+                        continue
+                runtime.apply_record(record.offset, record.value)
+                if runtime.pending_reset is not None:
+                    await runtime.apply_pending_reset()
+        return observer
+
+    async def append(self, record: BaseModel) -> int:
+        """Append one control record; returns its offset."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+        try:
+            await producer.start()
+            metadata = await producer.send_and_wait(
+                self.topic, record.model_dump_json().encode(), key=b"control", partition=0
+            )
+        except KafkaError as exc:
+            raise CommandError(f"control record not written to {self.topic}: {exc!r}", 1) from exc
+        finally:
+            await producer.stop()
+        return int(metadata.offset)

@@ -18,7 +18,8 @@ from aiokafka.errors import KafkaError
 
 from rl_worker.settings import Settings
 from rl_worker.stream.checkpoints import RedisCheckpointStore
-from rl_worker.stream.exceptions import CheckpointStoreError
+from rl_worker.stream.connections import kafka_options, probe_kafka, probe_redis, redis_options
+from rl_worker.stream.exceptions import CheckpointStoreError, InfrastructureError
 
 __all__ = ["Check", "format_checks", "run_preflight"]
 
@@ -34,9 +35,7 @@ class Check:
 
 async def _topic_partitions(settings: Settings, timeout_s: float) -> dict[str, int]:
     """Partition counts of every topic the broker lists (raises on an unreachable broker)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         names = sorted(await asyncio.wait_for(admin.list_topics(), timeout_s))
@@ -51,16 +50,26 @@ async def _topic_partitions(settings: Settings, timeout_s: float) -> dict[str, i
 
 
 async def check_broker(settings: Settings, timeout_s: float) -> tuple[Check, dict[str, int] | None]:
+    protocol = settings.kafka.security_protocol
     try:
+        # as every client of the worker connects (TLS, SASL): a refusal comes back with its cause
+        await probe_kafka(settings, timeout_s)
         counts = await _topic_partitions(settings, timeout_s)
+    except InfrastructureError as exc:  # ConnectionConfigError (credentials, TLS) or unreachable
+        return Check("broker reachable", False, str(exc)), None
     except (TimeoutError, KafkaError, OSError) as exc:
         return Check("broker reachable", False, f"{settings.kafka_bootstrap}: {exc!r}"), None
-    return Check("broker reachable", True, f"{settings.kafka_bootstrap}: {len(counts)} topics"), counts
+    return Check("broker reachable", True, f"{settings.kafka_bootstrap} ({protocol}): {len(counts)} topics"), counts
 
 
 async def check_redis(settings: Settings, timeout_s: float) -> Check:
+    try:
+        await probe_redis(settings, timeout_s)  # a refused password or TLS trust, with its cause
+    except InfrastructureError as exc:
+        return Check("redis reachable", False, str(exc))
     store = RedisCheckpointStore(
-        settings.redis_url.get_secret_value(), settings.redis_namespace, timeout_s=timeout_s
+        settings.redis_url.get_secret_value(), settings.redis_namespace, timeout_s=timeout_s,
+        options=redis_options(settings),
     )
     try:
         offsets = await store.offsets()

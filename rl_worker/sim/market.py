@@ -164,8 +164,36 @@ class SimConfig(BaseModel):
     tight_limits_probability: float = Field(
         0.2, ge=0, le=1, description="share of executions that carry tighter per-event risk limits"
     )
+    preset: str = Field("regimes", description="name of the market structure (see PRESETS); informative")
+    regime_profiles: dict[str, RegimeProfile] = Field(
+        default_factory=lambda: dict(REGIME_PROFILES), description="how each hidden regime's prices are drawn"
+    )
+    pressure_trend_lean: float = Field(
+        0.15, ge=0, description="buy share lean per unit of trend, in the trend's direction"
+    )
+    pressure_regime_lean: dict[str, float] = Field(
+        default_factory=dict, description="extra buy share lean in the position's direction, per hidden regime"
+    )
+    pressure_noise: float = Field(0.08, ge=0, description="std of the buy share's noise")
+    pressure_edge_pct: dict[str, float] = Field(
+        default_factory=dict,
+        description="per strategy: percent added to the mean return per unit of (|pressure| - 0.33) / 0.33",
+    )
+    confidence_edge_pct: dict[str, float] = Field(
+        default_factory=dict,
+        description="per strategy: percent added to the mean return per unit of (confidence - 0.6) / 0.15",
+    )
+    confidence_slope: float = Field(
+        0.8, ge=0, le=2, description="strategy edge factor (1 - slope / 2) + slope * confidence"
+    )
+    leverage_drawdown: float = Field(
+        0.0, ge=0, description="drawdown factor 1 + leverage_drawdown * (leverage - 1): leverage's own tail risk"
+    )
+    crowding: float = Field(
+        0.0, ge=0, description="return spread factor 1 + crowding * (portfolio_exposure - 0.4): a crowded book"
+    )
     core: CoreConfig = Field(
-        default_factory=CoreConfig,
+        default_factory=lambda: CoreConfig(),
         description="the worker's core config: detection, masks, reward weights and risk limits to score by",
     )
 
@@ -244,6 +272,17 @@ def _normal_cdf(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _cdf(z: FloatArray) -> FloatArray:
+    return 0.5 * np.asarray(_erfc(-z / math.sqrt(2.0)), dtype=np.float64)
+
+
+def _pdf(z: FloatArray) -> FloatArray:
+    return np.exp(-0.5 * z * z) / _SQRT_2PI
+
+
 def expected_shortfall_normal(mean: float, std: float) -> float:
     """E[max(0, -X)] for X ~ N(mean, std): the expected loss part of a normal return."""
     if std <= 0.0:
@@ -281,6 +320,11 @@ class SyntheticMarket:
         self._chain = np.random.default_rng([seed, 0x5EED])
         self._regime = REGIMES[int(self._chain.integers(len(REGIMES)))]
         self._last_price = {s: _BASE_PRICE.get(s, 100.0) for s in self.config.symbols}
+        self._mu_cache: tuple[OpenedPosition, FloatArray] | None = None
+        self._alignment = {
+            regime: [regime_alignment(regime, action.strategy, core.reward) for action in META_ACTIONS]
+            for regime in REGIMES
+        }
 
     # ---- opening -----------------------------------------------------------------------------
 
@@ -311,7 +355,7 @@ class SyntheticMarket:
         regime = self._next_regime()
         self.n_opened += 1
         rng = np.random.default_rng([self.seed, i, 0])
-        profile = REGIME_PROFILES[regime]
+        profile = cfg.regime_profiles[regime]
         symbol = cfg.symbols[int(rng.integers(len(cfg.symbols)))]
         volatility = profile.volatility * math.exp(profile.volatility_spread * rng.standard_normal())
         direction = 1.0 if rng.random() < 0.5 else -1.0
@@ -330,7 +374,8 @@ class SyntheticMarket:
             side = "LONG" if log_prices[-1] < log_prices.mean() else "SHORT"
         confidence = float(np.clip(rng.beta(5.0, 4.0), 0.0, 1.0))
         total_volume = float(rng.lognormal(10.0, 0.5))
-        lean = 0.15 * direction * min(1.0, trend) + 0.08 * rng.standard_normal()
+        lean = direction * (cfg.pressure_trend_lean * min(1.0, trend) + cfg.pressure_regime_lean.get(regime, 0.0))
+        lean += cfg.pressure_noise * rng.standard_normal()
         buy_share = float(np.clip(0.5 + lean, 0.05, 0.95))
         buy_volume = round(total_volume * buy_share, 4)
         sell_volume = round(total_volume * (1.0 - buy_share), 4)
@@ -381,6 +426,7 @@ class SyntheticMarket:
         if tight_leverage is not None:
             execution["max_leverage"] = tight_leverage
         spread_pct = cfg.noise_scale * 100.0 * volatility
+        spread_pct *= max(0.1, 1.0 + cfg.crowding * (float(execution["portfolio_exposure"]) - 0.4))
         hidden = HiddenState(
             regime=regime,
             volatility=volatility,
@@ -405,37 +451,69 @@ class SyntheticMarket:
         hidden = opened.hidden
         action = META_ACTIONS[meta_action_index]
         edge = STRATEGY_EDGE_PCT[hidden.regime][action.strategy]
-        edge *= (1.0 + cfg.weight_effect * (action.weight - 0.5)) * (0.6 + 0.8 * hidden.confidence) * hidden.intensity
+        slope = cfg.confidence_slope
+        edge *= (1.0 + cfg.weight_effect * (action.weight - 0.5)) * (1.0 - 0.5 * slope + slope * hidden.confidence)
+        edge *= hidden.intensity
+        if cfg.pressure_edge_pct:
+            pressure = abs(hidden.detected.market_pressure)
+            edge += cfg.pressure_edge_pct.get(action.strategy, 0.0) * (pressure - 0.33) / 0.33
+        if cfg.confidence_edge_pct:
+            edge += cfg.confidence_edge_pct.get(action.strategy, 0.0) * (hidden.confidence - 0.6) / 0.15
         return edge + cfg.model_effect * MODEL_EDGE_PCT[hidden.regime][action.model] - cfg.cost_pct
 
+    def drawdown_factor(self, leverage: float) -> float:
+        """How much more than the exposure the drawdown grows with leverage (1 unless the preset says)."""
+        return 1.0 + self.config.leverage_drawdown * (leverage - 1.0)
+
+    def expected_returns(self, opened: OpenedPosition) -> FloatArray:
+        """mu of every meta action in this position (cached for the last position asked)."""
+        cached = self._mu_cache
+        if cached is not None and cached[0] is opened:
+            return cached[1]
+        mus = np.array([self.expected_return(opened, a) for a in range(N_META_ACTIONS)])
+        self._mu_cache = (opened, mus)
+        return mus
+
     def expected_meta_rewards(self, opened: OpenedPosition, sizing_action_index: int) -> FloatArray:
-        """E[meta reward] of each of the 60 meta actions, given the sizing action taken."""
+        """E[meta reward] of each of the 60 meta actions, given the sizing action taken (the scalar
+        formulas of `expected_shortfall_normal` and `expected_clipped_normal`, over all actions at once)."""
         hidden = opened.hidden
         reward_cfg = self.config.core.reward
         sizing = SIZING_ACTIONS[sizing_action_index]
         exposure = sizing.size_multiplier * sizing.leverage
+        factor = self.drawdown_factor(sizing.leverage)
         spread = hidden.return_spread_pct
-        out = np.empty(N_META_ACTIONS)
-        for a in range(N_META_ACTIONS):
-            mu = self.expected_return(opened, a)
-            drawdown = exposure * (expected_shortfall_normal(mu, spread) + hidden.excursion_pct)
-            sharpe = expected_clipped_normal(
-                exposure * mu / hidden.pnl_spread, exposure * spread / hidden.pnl_spread, reward_cfg.sharpe_clip
-            )
-            alignment = regime_alignment(hidden.detected.regime, META_ACTIONS[a].strategy, reward_cfg)
-            out[a] = meta_reward(exposure * mu, drawdown, sharpe, alignment, reward_cfg)
-        return out
+        mus = self.expected_returns(opened)
+        z = mus / spread
+        shortfall = spread * _pdf(z) - mus * _cdf(-z)
+        drawdown = exposure * factor * (shortfall + hidden.excursion_pct)
+        mean, std, clip = (
+            exposure * mus / hidden.pnl_spread,
+            exposure * spread / hidden.pnl_spread,
+            reward_cfg.sharpe_clip,
+        )
+        lo, hi = (-clip - mean) / std, (clip - mean) / std
+        p_lo, p_hi = _cdf(lo), _cdf(hi)
+        sharpe = -clip * p_lo + clip * (1.0 - p_hi) + mean * (p_hi - p_lo) + std * (_pdf(lo) - _pdf(hi))
+        alignment = self._alignment[hidden.detected.regime]
+        return np.array(
+            [
+                meta_reward(float(exposure * mu), float(d), float(sh), al, reward_cfg)
+                for mu, d, sh, al in zip(mus, drawdown, sharpe, alignment, strict=True)
+            ]
+        )
 
     def expected_size_rewards(self, opened: OpenedPosition, meta_action_index: int) -> FloatArray:
         """E[size reward] of each of the 40 sizing actions, given the meta action taken."""
         hidden = opened.hidden
         reward_cfg = self.config.core.reward
-        mu = self.expected_return(opened, meta_action_index)
+        mu = float(self.expected_returns(opened)[meta_action_index])
         unit_drawdown = expected_shortfall_normal(mu, hidden.return_spread_pct) + hidden.excursion_pct
         out = np.empty(N_SIZING_ACTIONS)
         for b, action in enumerate(SIZING_ACTIONS):
             exposure = float(_EXPOSURES[b])
-            risk = risk_penalty(exposure * unit_drawdown, action.size_multiplier, action.leverage, reward_cfg)
+            drawdown = exposure * self.drawdown_factor(action.leverage) * unit_drawdown
+            risk = risk_penalty(drawdown, action.size_multiplier, action.leverage, reward_cfg)
             adjustment = volatility_adjustment(hidden.detected.volatility, action.size_multiplier, action.leverage)
             out[b] = size_reward(exposure * mu, risk, adjustment, reward_cfg)
         return out
@@ -481,18 +559,18 @@ class SyntheticMarket:
         rng = np.random.default_rng([self.seed, opened.index, 1])
         sizing = SIZING_ACTIONS[sizing_action_index]
         exposure = sizing.size_multiplier * sizing.leverage
-        mu = self.expected_return(opened, meta_action_index)
+        mu = float(self.expected_returns(opened)[meta_action_index])
         underlying = mu + hidden.return_spread_pct * float(rng.standard_normal())
         excursion = hidden.excursion_pct * float(rng.gamma(4.0, 0.25))
         pnl_pct = exposure * underlying
-        drawdown_pct = exposure * (max(0.0, -underlying) + excursion)
+        drawdown_pct = exposure * self.drawdown_factor(sizing.leverage) * (max(0.0, -underlying) + excursion)
 
         direction = 1.0 if opened.signal["side"] == "LONG" else -1.0
         entry_price = float(opened.execution["entry_price"])
         exit_price = entry_price * max(0.05, 1.0 + direction * underlying / 100.0)
         # Closes at close time: the signal window shifted by the holding period, whose new bars
         # follow the hidden regime and are bent (a bridge) to end at the exit price.
-        profile = REGIME_PROFILES[hidden.regime]
+        profile = cfg.regime_profiles[hidden.regime]
         bars = min(cfg.holding_bars, cfg.window - 1)
         new_returns = self._draw_log_returns(
             rng, profile, hidden.volatility, direction * hidden.trend * hidden.volatility, bars

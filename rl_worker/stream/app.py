@@ -17,7 +17,8 @@ import faust
 from rl_worker.settings import Settings
 from rl_worker.stream.checkpoints import CheckpointStore, RedisCheckpointStore
 from rl_worker.stream.follower import OutcomesFollower, follower_service
-from rl_worker.stream.internals import guard_producer_flush
+from rl_worker.stream.handover import Handover
+from rl_worker.stream.internals import guard_producer_flush, refetch_gaps_of
 from rl_worker.stream.positions_table import PositionsTable
 from rl_worker.stream.runtime import DeadLetter, WorkerRuntime, dead_letter_headers, now_ms
 from rl_worker.stream.web import add_pages
@@ -57,8 +58,8 @@ class SendGuard:
         if self.error is not None:
             raise self.error
 
-    def guard_flush(self, producer: Any) -> None:
-        guard_producer_flush(producer, self.raise_error)
+    def guard_flush(self, producer: Any, before: Any = None) -> None:
+        guard_producer_flush(producer, self.raise_error, before)
 
 
 def create_app(
@@ -94,8 +95,14 @@ def create_app(
         stream_buffer_maxsize=16384,
         producer_max_batch_size=65536,
         broker_commit_interval=1.0,
+        # The memory store is rebuilt from the changelog in every process, so this check (a store
+        # persisted ahead of its changelog) guards nothing here; on tansu, whose end offsets are low
+        # by up to a batch, it crashed a worker that kept a partition across a rebalance.
+        recovery_consistency_check=False,
     )
     guard = SendGuard(app, runtime)
+    handover = Handover(app, settings, runtime.metrics)
+    refetch_gaps_of({t.signals, t.executions, t.closes})
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(t.signals, t.executions, t.closes, allow_empty=True, **raw)
     decisions = app.topic(t.decisions, partitions=partitions, **raw)
@@ -118,7 +125,7 @@ def create_app(
         # guarantee: Faust flushes this producer before it commits an offset, so every decision,
         # outcome and changelog record of an event is written before the event counts as done.
         producer = app.producer
-        guard.guard_flush(producer)
+        guard.guard_flush(producer, handover.wait_deferred)
         watch = guard.watch
         send = producer.send
         changelog = positions.changelog_topic
@@ -128,13 +135,20 @@ def create_app(
         dead_letter_topic = dead_letters.get_topic_name()
         decisions_topic, outcomes_topic = decisions.get_topic_name(), outcomes.get_topic_name()
         ready = runtime.ready
+        take, published, send_decision, send_outcome = (
+            handover.take, handover.published, handover.send_decision, handover.send_outcome
+        )
         async for event in stream.events():
             if not ready.is_set():
                 await ready.wait()
             msg = event.message
+            partition = msg.partition
+            await take(msg.topic, partition, msg.offset)  # the partition's published decisions are read back
             event_ms = int(msg.timestamp * 1000) if msg.timestamp else now_ms()
-            observe(msg.partition, event_ms)
-            result = process(msg.topic, msg.partition, msg.offset, msg.key, msg.value, row_of, event_ms)
+            observe(partition, event_ms)
+            result = process(
+                msg.topic, partition, msg.offset, msg.key, msg.value, row_of, event_ms, published(partition)
+            )
             if isinstance(result, DeadLetter):
                 log.warning(
                     "%s[%d]@%d dead-lettered: %s: %s",
@@ -151,9 +165,11 @@ def create_app(
                 watch(await send(changelog, changelog_key, value, msg.partition, None, None))
             for emit in result.emits:
                 if emit.kind == "decision":
-                    watch(await send(decisions_topic, key, emit.value, None, None, None))
+                    watch(await send_decision(
+                        send, decisions_topic, key, emit.value, partition, result.position_id, emit.agent, result.row
+                    ))
                 else:
-                    watch(await send(outcomes_topic, key, emit.value, 0, None, None))
+                    await send_outcome(send, watch, outcomes_topic, key, emit.value, result.position_id)
             count_emits(result.emits, int(msg.timestamp * 1000) if msg.timestamp else None)
 
     @app.timer(settings.expiry_interval_s)
@@ -164,5 +180,6 @@ def create_app(
         await positions.expire(owned, settings.position_ttl_s * 1000, settings.completed_retention_s * 1000)
 
     app.service(follower_service(OutcomesFollower(settings, runtime)))
-    add_pages(app, runtime, t.signals)
+    app.service(handover.service())
+    add_pages(app, runtime, t.signals, handover.health)
     return app, runtime

@@ -6,9 +6,12 @@ Layout under the namespace `rl_worker:<app_id>` (Redis backend):
     <ns>:ckpt:<offset>   the snapshot bytes (rl_worker.core.snapshot, JSON, never pickle)
     <ns>:ckpt:index      sorted set of the offsets kept
     <ns>:ckpt:latest     the highest offset written; it only ever moves forward
+    <ns>:ckpt:pinned     set of pinned offsets: retention never deletes them (weekly backups,
+                         and every checkpoint a reset record names)
 
 One Lua script writes a checkpoint, its index entry, the pointer and the trim together,
-so a reader never sees a half-written checkpoint.
+so a reader never sees a half-written checkpoint. Retention keeps the last K unpinned
+checkpoints; pinned ones are kept besides them.
 """
 
 from __future__ import annotations
@@ -60,6 +63,21 @@ class CheckpointStore(abc.ABC):
     @abc.abstractmethod
     async def latest_offset(self) -> int | None: ...
 
+    @abc.abstractmethod
+    async def load_from(self, namespace: str, offset: int) -> bytes | None:
+        """A checkpoint of another namespace (a reset record may name one), or of this one."""
+
+    @abc.abstractmethod
+    async def pin(self, offset: int) -> bool:
+        """Keep this checkpoint whatever retention says; False if there is no such checkpoint."""
+
+    @abc.abstractmethod
+    async def unpin(self, offset: int) -> bool:
+        """Hand it back to retention (it goes at the next write if it is not among the last K)."""
+
+    @abc.abstractmethod
+    async def pinned(self) -> set[int]: ...
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -67,17 +85,44 @@ class CheckpointStore(abc.ABC):
 class MemoryCheckpointStore(CheckpointStore):
     """The same semantics in a dict: for unit tests and for runs without Redis."""
 
-    def __init__(self, retention: int = 5) -> None:
+    def __init__(
+        self, retention: int = 5, namespace: str = "", registry: dict[str, MemoryCheckpointStore] | None = None
+    ) -> None:
+        """`registry` (namespace -> store) is shared by the stores that can read each other."""
         self.retention = retention
+        self.namespace = namespace
         self.data: dict[int, bytes] = {}
         self.latest: int | None = None
+        self.pins: set[int] = set()
+        self.registry = registry if registry is not None else {}
+        self.registry[namespace] = self
 
     async def save(self, offset: int, data: bytes) -> None:
         self.data[offset] = data
         if self.latest is None or offset > self.latest:
             self.latest = offset
-        for old in sorted(self.data)[: max(0, len(self.data) - self.retention)]:
+        unpinned = sorted(o for o in self.data if o not in self.pins)
+        for old in unpinned[: max(0, len(unpinned) - self.retention)]:
             del self.data[old]
+
+    async def load_from(self, namespace: str, offset: int) -> bytes | None:
+        store = self.registry.get(namespace)
+        return None if store is None else store.data.get(offset)
+
+    async def pin(self, offset: int) -> bool:
+        if offset not in self.data:
+            return False
+        self.pins.add(offset)
+        return True
+
+    async def unpin(self, offset: int) -> bool:
+        if offset not in self.pins:
+            return False
+        self.pins.discard(offset)
+        return True
+
+    async def pinned(self) -> set[int]:
+        return set(self.pins)
 
     async def offsets(self) -> list[int]:
         return sorted(self.data, reverse=True)
@@ -94,14 +139,23 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[3]) or '-1')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[3], ARGV[1]) end
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-if excess > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
-    redis.call('DEL', ARGV[4] .. old)
-    redis.call('ZREM', KEYS[2], old)
-  end
+local unpinned = {}
+for _, kept in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('SISMEMBER', KEYS[4], kept) == 0 then table.insert(unpinned, kept) end
+end
+local excess = #unpinned - tonumber(ARGV[3])
+for i = 1, excess do
+  redis.call('DEL', ARGV[4] .. unpinned[i])
+  redis.call('ZREM', KEYS[2], unpinned[i])
 end
 return current
+"""
+
+_PIN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+return 1
 """
 
 
@@ -122,10 +176,12 @@ class RedisCheckpointStore(CheckpointStore):
         self._prefix = f"{namespace}:ckpt:"
         self._index = f"{namespace}:ckpt:index"
         self._latest = f"{namespace}:ckpt:latest"
+        self._pinned = f"{namespace}:ckpt:pinned"
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False, **(options or {})
         )
         self._save = self._redis.register_script(_SAVE)
+        self._pin = self._redis.register_script(_PIN)
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> RedisCheckpointStore:
@@ -142,7 +198,7 @@ class RedisCheckpointStore(CheckpointStore):
     async def save(self, offset: int, data: bytes) -> None:
         try:
             await self._save(
-                keys=[f"{self._prefix}{offset}", self._index, self._latest],
+                keys=[f"{self._prefix}{offset}", self._index, self._latest, self._pinned],
                 args=[offset, data, self.retention, self._prefix],
             )
         except (RedisError, OSError) as exc:
@@ -168,6 +224,34 @@ class RedisCheckpointStore(CheckpointStore):
         except (RedisError, OSError) as exc:
             raise CheckpointStoreError(f"latest pointer unreadable: {exc}") from exc
         return None if value is None else int(value)
+
+    async def load_from(self, namespace: str, offset: int) -> bytes | None:
+        try:
+            data = cast(bytes | None, await self._redis.get(f"{namespace}:ckpt:{offset}"))
+        except (RedisError, OSError) as exc:
+            raise CheckpointStoreError(f"checkpoint {namespace}:{offset} unreadable: {exc}") from exc
+        return data
+
+    async def pin(self, offset: int) -> bool:
+        try:
+            done = await self._pin(keys=[f"{self._prefix}{offset}", self._pinned, self._index], args=[offset])
+        except (RedisError, OSError) as exc:
+            raise CheckpointStoreError(f"checkpoint {offset} not pinned: {exc}") from exc
+        return bool(done)
+
+    async def unpin(self, offset: int) -> bool:
+        try:
+            removed = await self._redis.srem(self._pinned, str(offset))  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            raise CheckpointStoreError(f"checkpoint {offset} not unpinned: {exc}") from exc
+        return bool(removed)
+
+    async def pinned(self) -> set[int]:
+        try:
+            members = await self._redis.smembers(self._pinned)  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            raise CheckpointStoreError(f"pinned checkpoints unreadable: {exc}") from exc
+        return {int(m) for m in members}
 
     async def close(self) -> None:
         await self._redis.aclose()

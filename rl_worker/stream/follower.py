@@ -94,10 +94,13 @@ class OutcomesFollower:
         """Fetch what the log has (up to 5000 records), apply it, then let the checkpointer look."""
         assert self.consumer is not None
         batch = await self.consumer.getmany(self.tp, timeout_ms=timeout_ms, max_records=5000)
-        apply_record = self.runtime.apply_record
+        runtime = self.runtime
+        apply_record = runtime.apply_record
         for record in batch.get(self.tp, ()):
             apply_record(record.offset, record.value)
-        self.runtime.after_batch()
+            if runtime.pending_reset is not None:  # a reset record: its checkpoint comes from the store
+                await runtime.apply_pending_reset()
+        runtime.after_batch()
 
     async def follow(self, stopping: Callable[[], bool]) -> None:
         """Apply the log as it grows until `stopping()`; a failed fetch is logged and retried."""

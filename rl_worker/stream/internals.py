@@ -35,6 +35,7 @@ __all__ = [
     "check_internals",
     "guard_producer_flush",
     "memory_rows",
+    "refetch_gaps_of",
     "refresh_metadata",
 ]
 
@@ -114,7 +115,16 @@ def _speed_up_message_delivery() -> None:
     original = consumer_cls.wait_first
 
     async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
-        if len(coros) != 2 or not asyncio.iscoroutine(coros[0]) or self._stopped.is_set() or self._crashed.is_set():
+        if (
+            len(coros) != 2
+            or not asyncio.iscoroutine(coros[0])
+            or self._stopped.is_set()
+            or self._crashed.is_set()
+            # While a rebalance holds the flow, Faust's own wait_first drops the record (it is
+            # fetched again after the seek to the committed offset); delivering it here would
+            # put a record of the old assignment into a stream buffer that was just cleared.
+            or self.suspend_flow.is_set()
+        ):
             return await original(self, *coros, timeout=timeout)
         deliver, other = coros
         try:
@@ -133,11 +143,113 @@ def _speed_up_message_delivery() -> None:
     consumer_cls._rl_worker_fast_delivery = True  # type: ignore[attr-defined]
 
 
+def _stop_app_option_scan() -> None:
+    """Stop Faust's command line from taking any argument that starts with `--app` for `--app`.
+
+    `faust.cli.base._Group._maybe_import_app` scans sys.argv for `-A`/`--app` with
+    `arg.startswith("--app")`, so `tune --apply` and `checkpoint import --app-id X` made it try to
+    import "--meta-alpha" / "X" as the app module. `python -m rl_worker` builds the app before the
+    command line (app.main()), so the scan has nothing to do here.
+    """
+    from faust.cli import base
+
+    base._Group._maybe_import_app = lambda self, argv=None: None  # type: ignore[method-assign]
+
+
+def _report_commits() -> None:
+    """Tell the app (`app.rl_on_committed(offsets)`) which input offsets a commit stored, once
+    the broker accepted it. Faust records its committed offsets even when the broker refused
+    the commit (a rebalance in between); the ledger of published decisions must only count
+    offsets the broker has."""
+    consumer_cls = faust_consumer.ThreadDelegateConsumer
+    if getattr(consumer_cls, "_rl_worker_commit_report", False):
+        return
+    original = consumer_cls._commit
+
+    async def _commit(self: Any, offsets: Any) -> bool:
+        done = await original(self, offsets)
+        listener = getattr(self.app, "rl_on_committed", None)
+        if done and listener is not None:
+            listener(offsets)
+        return bool(done)
+
+    consumer_cls._commit = _commit  # type: ignore[method-assign]
+    consumer_cls._rl_worker_commit_report = True  # type: ignore[attr-defined]
+
+
+def _read_changelog_ends() -> None:
+    """Make a table's changelog recovery run to the last record, not to the end a broker reports.
+
+    tansu reports a partition's end as its last batch's base offset + 1: Faust's recovery then
+    stopped inside the last batch, and the rows written just before a kill were missing from the
+    restored table (a committed close was forgotten, its position never completed). The app's
+    `rl_true_ends(tps)` reads each changelog partition on from the reported end.
+    """
+    from faust.tables.recovery import Recovery
+
+    if getattr(Recovery, "_rl_worker_true_ends", False):
+        return
+    original = Recovery._build_highwaters
+
+    async def _build_highwaters(self: Any, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        await original(self, consumer, tps, destination, title)
+        finder = getattr(self.app, "rl_true_ends", None)
+        if finder is None or not tps:
+            return
+        ends = await finder([(tp.topic, tp.partition) for tp in tps])
+        for tp in tps:
+            end = ends.get((tp.topic, tp.partition))
+            if end is not None and end - 1 > destination[tp]:
+                destination[tp] = end - 1
+
+    Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
+    Recovery._rl_worker_true_ends = True  # type: ignore[attr-defined]
+
+
+_gap_topics: set[str] = set()
+
+
+def _treat_gaps_as_undelivered() -> None:
+    """No acknowledgement of offset gaps in the input topics: records not delivered stay uncommitted.
+
+    When a fetched record's offset jumps past the last one delivered, Faust takes the offsets in
+    between as a gap (compaction, transaction markers) and acknowledges them, so its next commit
+    goes past them. After a rebalance on tansu and on Apache Kafka, such a jump also happens when
+    records fetched before Faust's seek to the committed offsets were dropped: the commit then
+    went past records never processed (decisions lost for good). For the input topics the gap is
+    left unacknowledged instead: the partition's commits stop there, the stall watch notices it
+    and seeks the partition back to its committed offset, and the records are fetched again.
+    Input topics must therefore have no gaps of their own (no transactional producer, no
+    compaction), which is how a trading stack's event topics are written.
+    """
+    consumer_cls = faust_consumer.Consumer
+    if getattr(consumer_cls, "_rl_worker_gaps", False):
+        return
+    original = consumer_cls._add_gap
+
+    async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        if tp.topic in _gap_topics:
+            return
+        await original(self, tp, offset_from, offset_to)
+
+    consumer_cls._add_gap = _add_gap  # type: ignore[method-assign]
+    consumer_cls._rl_worker_gaps = True  # type: ignore[attr-defined]
+
+
+def refetch_gaps_of(topics: set[str]) -> None:
+    """The topics whose offset gaps are records not delivered (see `_treat_gaps_as_undelivered`)."""
+    _gap_topics.update(topics)
+
+
 def apply_patches(fetch_max_wait_ms: int) -> None:
     """Apply the class-level patches (idempotent); called once by the entry point."""
     _settings["fetch_max_wait_ms"] = fetch_max_wait_ms
     _tune_worker_consumer()
     _speed_up_message_delivery()
+    _stop_app_option_scan()
+    _report_commits()
+    _read_changelog_ends()
+    _treat_gaps_as_undelivered()
 
 
 # ---- per-instance accessors ----------------------------------------------------------------------
@@ -153,13 +265,17 @@ def memory_rows(table: Any) -> dict[Any, Any]:
     return table.data.data  # type: ignore[no-any-return]
 
 
-def guard_producer_flush(producer: Any, check: Callable[[], None]) -> None:
-    """Make `producer.flush()` (awaited by Faust before every offset commit) call `check` after
-    flushing, so an error `check` raises prevents the commit. Replaces the bound method on the
-    instance: Faust's producer has no hook for it."""
+def guard_producer_flush(
+    producer: Any, check: Callable[[], None], before: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Make `producer.flush()` (awaited by Faust before every offset commit) await `before` (sends
+    still to be made), then flush, then call `check`, so an error `check` raises prevents the
+    commit. Replaces the bound method on the instance: Faust's producer has no hook for it."""
     original: Callable[[], Awaitable[None]] = producer.flush
 
     async def flush() -> None:
+        if before is not None:
+            await before()
         await original()
         check()
 
@@ -191,6 +307,43 @@ def _check_wait_first() -> None:
     source = inspect.getsource(Service)
     for attr in ("self._stopped", "self._crashed"):
         assert attr in source, f"mode Service no longer has {attr} (the patched wait_first reads it)"
+    assert "self.suspend_flow" in inspect.getsource(faust_consumer.Consumer), (
+        "faust Consumer.suspend_flow is gone (the patched wait_first reads it)"
+    )
+
+
+def _check_commit_report() -> None:
+    method = getattr(faust_consumer.ThreadDelegateConsumer, "_commit", None)
+    assert method is not None, "faust ThreadDelegateConsumer._commit is gone"
+    params = list(inspect.signature(getattr(method, "__wrapped__", method)).parameters)
+    assert params == ["self", "offsets"], f"ThreadDelegateConsumer._commit(self, offsets) changed: now {params}"
+    assert "_committed_offset.update(committable_offsets)" in inspect.getsource(faust_consumer.Consumer), (
+        "faust Consumer._commit_offsets no longer records committed offsets as checked"
+    )
+
+
+def _check_gaps() -> None:
+    method = getattr(faust_consumer.Consumer, "_add_gap", None)
+    assert method is not None, "faust Consumer._add_gap is gone"
+    params = list(inspect.signature(getattr(method, "__wrapped__", method)).parameters)
+    assert params == ["self", "tp", "offset_from", "offset_to"], (
+        f"Consumer._add_gap(self, tp, offset_from, offset_to) changed: now {params}"
+    )
+    assert "await self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(faust_consumer.Consumer), (
+        "faust's fetch loop no longer reports gaps through _add_gap as checked"
+    )
+
+
+def _check_changelog_ends() -> None:
+    from faust.tables.recovery import Recovery
+
+    method = getattr(Recovery, "_build_highwaters", None)
+    assert method is not None, "faust Recovery._build_highwaters is gone"
+    params = list(inspect.signature(method).parameters)
+    assert params == ["self", "consumer", "tps", "destination", "title"], (
+        f"Recovery._build_highwaters(self, consumer, tps, destination, title) changed: now {params}"
+    )
+    assert "value - 1" in inspect.getsource(Recovery), "faust's recovery no longer takes highwater - 1 as its target"
 
 
 def _check_worker_consumer() -> None:
@@ -227,6 +380,16 @@ def _check_metadata() -> None:
     assert "self._client" in inspect.getsource(AIOKafkaConsumer.__init__), "AIOKafkaConsumer._client is gone"
 
 
+def _check_app_option_scan() -> None:
+    from faust.cli import base
+
+    method = getattr(base._Group, "_maybe_import_app", None)
+    assert method is not None, "faust.cli.base._Group._maybe_import_app is gone"
+    assert "self._maybe_import_app()" in inspect.getsource(base._Group.make_context), (
+        "faust's _Group.make_context no longer calls _maybe_import_app"
+    )
+
+
 INTERNALS = (
     Internal(
         "faust Consumer.wait_first (+ mode WaitResults, Service._stopped/_crashed)",
@@ -253,10 +416,34 @@ INTERNALS = (
         _check_producer_flush,
     ),
     Internal(
+        "faust ThreadDelegateConsumer._commit, wrapped",
+        "the ledger of published decisions drops a decision only after a commit the broker accepted",
+        "correctness: 0 repeated decision ids after a kill (scripts/soak.py)",
+        _check_commit_report,
+    ),
+    Internal(
+        "faust Consumer._add_gap, wrapped",
+        "offset gaps in the input topics are records not delivered: left uncommitted, fetched again",
+        "correctness: no commit past records never processed after a rebalance (scripts/soak.py)",
+        _check_gaps,
+    ),
+    Internal(
+        "faust Recovery._build_highwaters, wrapped",
+        "a table's changelog recovery reads to the last record (tansu reports ends low by a batch)",
+        "correctness: no completed position forgotten by a restored positions table (scripts/soak.py)",
+        _check_changelog_ends,
+    ),
+    Internal(
         "aiokafka AIOKafkaConsumer._client.force_metadata_update",
         "see a topic's partitions right after it was created (simulator, test harness)",
         "start-up of the simulator without polling for seconds",
         _check_metadata,
+    ),
+    Internal(
+        "faust cli _Group._maybe_import_app, made a no-op",
+        "it reads any argument starting with --app as --app: `tune --apply`, `checkpoint import --app-id`",
+        "correctness: the seed's `--apply` flag works",
+        _check_app_option_scan,
     ),
 )
 

@@ -32,7 +32,21 @@ class WorkerMetrics:
             "rl_positions_expired_total", "positions removed by expiry", ["stage"], registry=r
         )
         self.model_version = Gauge("rl_model_version", "outcomes-log records consumed", registry=r)
-        self.epsilon = Gauge("rl_epsilon", "current exploration rate", registry=r)
+        self.epsilon = Gauge("rl_epsilon", "current exploration rate of the meta agent", registry=r)
+        self.agent_epsilon = Gauge("rl_agent_epsilon", "current exploration rate per agent", ["agent"], registry=r)
+        self.hyperparameter = Gauge(
+            "rl_hyperparameter", "hyperparameters in force per agent (alpha, gamma, epsilon schedule)",
+            ["agent", "name"], registry=r,
+        )
+        self.hyperparameters_offset = Gauge(
+            "rl_hyperparameters_offset",
+            "learning-log offset at which the hyperparameters in force took effect (-1: the configuration's)",
+            registry=r,
+        )
+        self.control_records = Counter(
+            "rl_control_records_total", "learning-log control records by kind and result", ["kind", "result"],
+            registry=r,
+        )
         self.q_states = Gauge("rl_q_states", "states in each Q-table", ["agent"], registry=r)
         self.mean_reward = Gauge("rl_reward_mean", "mean reward over all applied outcomes", ["agent"], registry=r)
         self.checkpoint_offset = Gauge("rl_checkpoint_offset", "outcomes offset of the last checkpoint", registry=r)
@@ -42,6 +56,13 @@ class WorkerMetrics:
         )
         self.send_failures = Counter(
             "rl_send_failures_total", "sends that failed after the producer's retries (the worker stops)", registry=r
+        )
+        self.partitions_stalled = Gauge(
+            "rl_partitions_stalled", "assigned input partitions with waiting records and no commit progress", registry=r
+        )
+        self.decisions_read_back = Counter(
+            "rl_decisions_read_back_total", "decision records read back from the decisions topic on assignment",
+            registry=r,
         )
         self.redis_up = Gauge("rl_redis_up", "1 when the last checkpoint store call succeeded", registry=r)
         # Trading performance from the applied log, per A/B arm (labels: the RL arm, the control arm,

@@ -9,6 +9,7 @@ Checkpointing (restore, cadence, writer, final checkpoint) is `self.checkpointer
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,15 @@ from pydantic import ValidationError
 from rl_worker.analysis.tracker import PerformanceTracker
 from rl_worker.contract import MAX_POSITION_ID_BYTES, InvalidEventError, decode_event
 from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS
+from rl_worker.core.control import Hyperparameters, HyperparametersRecord, ResetRecord, decode_log_record
+from rl_worker.core.exceptions import ConfigError, SnapshotError
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import ModelReplica
-from rl_worker.positions import Emit, JoinResult, PositionJoiner, RowReader
-from rl_worker.settings import Settings
+from rl_worker.core.snapshot import decode_replica
+from rl_worker.positions import Emit, JoinResult, PositionJoiner, Published, RowReader
+from rl_worker.settings import Settings, redis_namespace
 from rl_worker.stream.checkpoints import Checkpointer, CheckpointStore, now_ms
+from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.metrics import WorkerMetrics
 from rl_worker.stream.topics import event_type_by_topic
 
@@ -66,6 +71,8 @@ class WorkerRuntime:
         self._event_counters: dict[tuple[str, str], Any] = {}  # labelled children, looked up once
         self._decision_counters: dict[tuple[str, bool], Any] = {}
         self.first_decision_ms: int | None = None
+        self.pending_reset: tuple[int, ResetRecord] | None = None
+        self._gauged_hyperparameters: Hyperparameters | None = None
 
     # ---- start-up ------------------------------------------------------------------------------
 
@@ -85,6 +92,7 @@ class WorkerRuntime:
         value: bytes | None,
         row_of: RowReader,
         event_ms: int | None = None,
+        published: Published | None = None,
     ) -> JoinResult | DeadLetter:
         """Validate and join one input record: the join's result, or why it goes to the dead letters."""
         try:
@@ -102,7 +110,12 @@ class WorkerRuntime:
                     f"record key {position_id[:64]!r} differs from position_id {event.position_id[:64]!r}",
                     "KeyMismatch",
                 )
-            result = self.joiner.handle(row_of(position_id), event, (topic, partition, offset), event_ms)
+            row, source = row_of(position_id), (topic, partition, offset)
+            result = (
+                self.joiner.handle(row, event, source, event_ms)
+                if published is None
+                else self.joiner.handle(row, event, source, event_ms, published)
+            )
         except InvalidEventError as exc:
             self.metrics.dead_letters.labels(topic, exc.kind).inc()
             return DeadLetter(exc.kind, exc.reason)
@@ -143,23 +156,32 @@ class WorkerRuntime:
     # ---- the outcomes log -----------------------------------------------------------------------
 
     def apply_record(self, offset: int, value: bytes | None) -> bool:
-        """Apply one `rl.outcomes` record to the replica (every worker does the same, in order)."""
+        """Apply one learning-log record to the replica (every worker does the same, in order).
+
+        An outcome or a hyperparameter record is applied here; a reset record needs its
+        checkpoint from the store first: it is left in `pending_reset` for the caller to
+        `await apply_pending_reset()` before the next record. True when an outcome was applied.
+        """
         if offset <= self.replica.log_offset:
             return False
         try:
-            outcome = Outcome.model_validate_json(value or b"")
+            record = decode_log_record(value or b"")
         except ValidationError as exc:
             # Every replica skips the same unreadable record, so they stay identical.
-            log.error("outcomes[0]@%d unreadable, skipped: %s", offset, exc)
+            log.error("learning log@%d unreadable, skipped: %s", offset, exc)
             self.replica.skip(offset)
             self.metrics.outcomes_ignored.labels("unreadable").inc()
             return False
-        applied = self.replica.apply(outcome, offset)
+        if record.__class__ is not Outcome:
+            self._apply_control(offset, record)  # type: ignore[arg-type]
+            return False
+        applied = self.replica.apply(record, offset)  # type: ignore[arg-type]
         if applied is None:
             self.metrics.outcomes_ignored.labels("already_applied").inc()
             return False
         self.metrics.outcomes_applied.inc()
         self.checkpointer.note_applied()
+        outcome: Outcome = record  # type: ignore[assignment]
         arm, _ = self.performance.record(outcome)
         m = self.metrics
         m.actions.labels("meta", META_ACTIONS[outcome.meta.action_index].strategy, arm).inc()
@@ -168,6 +190,76 @@ class WorkerRuntime:
             if step.decided_action_index is not None:
                 m.overrides.labels(agent, arm).inc()
         return True
+
+    def _apply_control(self, offset: int, record: HyperparametersRecord | ResetRecord) -> None:
+        if isinstance(record, HyperparametersRecord):
+            before = self.replica.hyperparameters
+            self.replica.apply_hyperparameters(record.hyperparameters, offset)
+            self.metrics.control_records.labels("hyperparameters", "applied").inc()
+            log.info(
+                "learning log@%d: hyperparameters in force from here (%s): %s",
+                offset,
+                record.reason or "no reason given",
+                {k: f"{a} -> {b}" for k, (a, b) in before.changed(record.hyperparameters).items()} or "unchanged",
+            )
+            self.update_hyperparameter_gauges()
+            self.checkpointer.note_applied()
+        else:
+            self.pending_reset = (offset, record)
+
+    async def apply_pending_reset(self, retry_initial_s: float = 0.5, retry_max_s: float = 10.0) -> None:
+        """Load the checkpoint the pending reset record names and reset the replica to it.
+
+        The store being unreachable is retried with backoff for as long as it takes: applying
+        the records after a reset without it would make this replica differ from the others. A
+        checkpoint that is missing, does not hash to the record's sha256, or is of another model
+        is the same for every replica (pinned checkpoints never change): the record is skipped,
+        loudly, by all of them alike.
+        """
+        if self.pending_reset is None:
+            return
+        offset, record = self.pending_reset
+        namespace = redis_namespace(record.app_id)
+        delay = retry_initial_s
+        while True:
+            try:
+                data = await self.checkpointer.store.load_from(namespace, record.checkpoint_offset)
+                break
+            except CheckpointStoreError as exc:
+                log.error("learning log@%d: reset checkpoint unreadable, retrying: %s", offset, exc)
+                self.metrics.redis_up.set(0)
+                await asyncio.sleep(delay)
+                delay = min(retry_max_s, delay * 2)
+        self.pending_reset = None
+        problem = None
+        if data is None:
+            problem = f"checkpoint {namespace}@{record.checkpoint_offset} does not exist"
+        elif hashlib.sha256(data).hexdigest() != record.sha256:
+            problem = f"checkpoint {namespace}@{record.checkpoint_offset} is not the one the record names (sha256)"
+        else:
+            try:
+                source = decode_replica(data, self.replica.config)
+                before = self.replica.hyperparameters
+                self.replica.reset_to(source, offset)
+            except (SnapshotError, ConfigError) as exc:
+                problem = f"checkpoint {namespace}@{record.checkpoint_offset} cannot be loaded: {exc}"
+        if problem is not None:
+            log.error("learning log@%d: reset record skipped: %s", offset, problem)
+            self.replica.skip(offset)
+            self.metrics.control_records.labels("reset", "skipped").inc()
+            return
+        log.warning(
+            "learning log@%d: model reset to %s@%d (%s): %d outcomes, hyperparameters %s",
+            offset,
+            namespace,
+            record.checkpoint_offset,
+            record.reason or "no reason given",
+            self.replica.n_updates,
+            {k: f"{a} -> {b}" for k, (a, b) in before.changed(self.replica.hyperparameters).items()} or "unchanged",
+        )
+        self.metrics.control_records.labels("reset", "applied").inc()
+        self.update_gauges()
+        self.checkpointer.note_applied()
 
     def after_batch(self) -> None:
         self.update_gauges()
@@ -204,6 +296,29 @@ class WorkerRuntime:
             m.episode_reward.set(last.total_reward)
             m.episode_steps.set(last.steps)
             m.episode_duration.set(last.duration_ms / 1000)
+        m.agent_epsilon.labels("meta").set(r.meta_epsilon)
+        m.agent_epsilon.labels("sizing").set(r.sizing_epsilon)
+        if self._gauged_hyperparameters is not r.hyperparameters:
+            self.update_hyperparameter_gauges()
+
+    def update_hyperparameter_gauges(self) -> None:
+        r = self.replica
+        self._gauged_hyperparameters = r.hyperparameters
+        for agent in ("meta", "sizing"):
+            for name, value in getattr(r.hyperparameters, agent).model_dump().items():
+                self.metrics.hyperparameter.labels(agent, name).set(value)
+        offset = r.hyperparameters_offset
+        self.metrics.hyperparameters_offset.set(-1 if offset is None else offset)
+
+    def hyperparameters_health(self) -> dict[str, Any]:
+        """The hyperparameters in force, per agent, and the learning-log offset they took effect at."""
+        r = self.replica
+        return {
+            **r.hyperparameters.model_dump(mode="json"),
+            "in_force_since_offset": r.hyperparameters_offset,
+            "source": "configuration" if r.hyperparameters_offset is None else "learning log",
+            "epsilon_now": {"meta": r.meta_epsilon, "sizing": r.sizing_epsilon},
+        }
 
     def health(self) -> dict[str, Any]:
         r = self.replica
@@ -215,6 +330,7 @@ class WorkerRuntime:
             "model_version": r.model_version,
             "outcomes_applied": r.n_updates,
             "epsilon": r.epsilon,
+            "hyperparameters": self.hyperparameters_health(),
             "mean_reward": {
                 "meta": r.meta_reward_total / r.n_updates if r.n_updates else None,
                 "sizing": r.size_reward_total / r.n_updates if r.n_updates else None,

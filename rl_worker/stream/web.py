@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -13,12 +14,17 @@ from rl_worker.stream.runtime import WorkerRuntime
 __all__ = ["add_pages"]
 
 
-def add_pages(app: faust.App, runtime: WorkerRuntime, signals_topic: str) -> None:
+def add_pages(
+    app: faust.App, runtime: WorkerRuntime, signals_topic: str, handover_health: Callable[[], dict[str, Any]]
+) -> None:
     """Attach the pages to the app's web server."""
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         body = runtime.health()
+        body |= handover_health()  # "stalled": partitions with waiting records and no progress
+        if body["stalled"]:
+            body["status"] = "stalled"
         body["assigned_partitions"] = sorted(
             tp.partition for tp in app.consumer.assignment() if tp.topic == signals_topic
         ) if app.consumer else []

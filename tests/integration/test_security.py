@@ -182,3 +182,28 @@ def test_a_refused_connection_stops_the_worker_naming_the_cause(
     for value in overrides.values():
         if value.startswith("wrong-"):
             assert value not in log  # nor the wrong password tried
+
+
+def test_preflight_passes_secured_and_names_the_cause_of_a_refusal(secured: Secured, tmp_path: Path) -> None:
+    """`rl-worker preflight` connects as the worker does (SASL_SSL, rediss:// with an ACL user)."""
+    import json
+
+    def preflight(**overrides: str) -> tuple[int, dict[str, dict[str, object]], str]:
+        done = run_command(["preflight", "--first-deploy", "--json", "--timeout", "10"],
+                           secured.env(**overrides), tmp_path)
+        out = done.stdout + done.stderr
+        assert_no_secret(secured, out)
+        report = json.loads(done.stdout[done.stdout.index("{"):])
+        return done.returncode, {c["name"]: c for c in report["checks"]}, out
+
+    code, checks, out = preflight()
+    assert code == 0, out
+    assert checks["broker reachable"]["ok"] and "SASL_SSL" in str(checks["broker reachable"]["detail"])
+    assert checks["redis reachable"]["ok"]
+
+    wrong = "wrong-" + secrets.token_hex(6)
+    code, checks, out = preflight(RL_KAFKA__PASSWORD=wrong, RL_REDIS__PASSWORD=wrong)
+    assert code == 1 and wrong not in out
+    assert "SASL authentication of user 'rl-worker' (SCRAM-SHA-512) failed" in str(checks["broker reachable"]["detail"])
+    assert "refused the password of user 'rl'" in str(checks["redis reachable"]["detail"])
+    assert not checks["input topics present"]["ok"]  # not checked without a broker

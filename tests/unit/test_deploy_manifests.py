@@ -4,7 +4,9 @@ pages of the app, commands and options exist in the CLI; the manifests pass the 
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,6 +73,9 @@ def test_configmap_and_secret_are_settings_that_parse(monkeypatch: pytest.Monkey
         assert isinstance(value, str), f"{key}: ConfigMap and Secret values are strings"
         monkeypatch.setenv(key, value)
     settings = Settings()  # raises when a value does not parse
+    # the keys the Secret's comments offer for secured clusters are settings too, and secret ones
+    offered = re.findall(r"^#\s+(RL_\w+):", (K8S / "secret.yaml").read_text(), re.M)
+    assert offered and all(settings_field(k) for k in offered), offered
     assert settings.web_host == "0.0.0.0"  # the probes and Prometheus reach the pod from outside
     assert str(settings.data_dir) == "/data"
 
@@ -203,6 +208,16 @@ def test_deploy_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     assert "rollout status deployment/rl-worker" in done.stdout
+    # the pre-flight pod's overrides are a valid, restricted Pod spec with the workers' settings
+    run_line = next(line for line in done.stdout.splitlines() if " run rl-worker-preflight-" in line)
+    overrides = json.loads(shlex.split(run_line)[-1])
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "preflight"}, "spec": overrides["spec"]}
+    (pod_file := tmp_path / "preflight-pod.yaml").write_text(yaml.safe_dump(pod))
+    checked = validate(pod_file)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (c,) = overrides["spec"]["containers"]
+    assert c["args"] == ["preflight", "--first-deploy"] and c["image"] == "r/rl:2"
+    assert c["envFrom"] == container()["envFrom"]
     assert "--first-deploy" in done.stdout and "r/rl:2" in done.stdout
     assert "secret.yaml" not in "".join(line for line in done.stdout.splitlines() if line.startswith("+ "))
     bad = subprocess.run([bash, str(ROOT / "scripts" / "deploy.sh"), "--nonsense"], env=env,

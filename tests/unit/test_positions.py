@@ -121,3 +121,54 @@ def test_rows_survive_their_codec_at_every_stage(order: tuple[str, ...]) -> None
     assert row is not None and row.partition == 3 and row.updated_ms == 5_002
     assert row.inputs() == ["signal", "execution", "close"]
     assert row.meta is not None and row.sizing is not None and row.outcome is not None
+
+
+def _decisions(emits: list) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {json.loads(e.value)["agent"]: json.loads(e.value) for e in emits if e.kind == "decision"}
+
+
+def test_a_published_decision_is_taken_as_made_and_the_outcome_credits_it() -> None:
+    """A row lost with a killed worker: its decisions are on the topic; the new owner must not
+    decide again (another replica state could pick another action), and the outcome must
+    credit what was published."""
+    events = events_of("p1")
+    first = joiner()
+    row = None
+    emitted = []
+    for offset, topic in enumerate(TOPICS[:2]):
+        result = first.handle(row, events[topic], (topic, 0, offset))
+        row, emitted = result.row, emitted + result.emits
+    published = {f"p1:{agent}": json.dumps(record).encode() for agent, record in _decisions(emitted).items()}
+    # a different action for the same id, as another replica state would give
+    published["p1:sizing"] = json.dumps(json.loads(published["p1:sizing"]) | {"action_index": 3}).encode()
+
+    second = joiner()  # a new owner with an empty row: the table write was lost
+    row = None
+    for offset, topic in enumerate(TOPICS):
+        result = second.handle(row, events[topic], (topic, 0, offset), published=published.get)
+        row = result.row
+        assert [e.kind for e in result.emits] == (["outcome"] if topic == "closes" else [])
+    outcome = Outcome.model_validate_json(result.emits[0].value)
+    assert outcome.sizing.action_index == 3
+    assert outcome.meta.action_index == json.loads(published["p1:meta"])["action_index"]
+
+
+def test_a_redelivery_does_not_resend_a_published_decision_but_sends_an_unpublished_one() -> None:
+    j = joiner()
+    events = events_of("p1")
+    signal = j.handle(None, events["signals"], ("signals", 0, 5))
+    both = j.handle(signal.row, events["executions"], ("executions", 0, 6))
+    sizing = both.emits[0].value
+    again = j.handle(both.row, events["executions"], ("executions", 0, 6), published={"p1:sizing": sizing}.get)
+    assert again.status == "redelivered" and again.emits == []
+    lost = j.handle(both.row, events["executions"], ("executions", 0, 6), published={}.get)
+    assert [e.value for e in lost.emits] == [sizing]  # never published: sent now, same bytes
+
+
+def test_a_row_older_than_the_topic_takes_the_published_record() -> None:
+    j = joiner()
+    events = events_of("p1")
+    signal = j.handle(None, events["signals"], ("signals", 0, 5))
+    other = json.dumps(json.loads(signal.emits[0].value) | {"action_index": 7}).encode()
+    result = j.handle(signal.row, events["executions"], ("executions", 0, 6), published={"p1:meta": other}.get)
+    assert result.row.meta is not None and json.loads(result.row.meta.record)["action_index"] == 7

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import HealthCheck, settings
 
-from rl_worker.core.config import CoreConfig, QLearningConfig
+from rl_worker.core.config import CoreConfig
 from rl_worker.core.outcome import Outcome
 from rl_worker.sim.events import make_outcome, make_outcomes
 
@@ -31,10 +31,18 @@ def outcomes_factory() -> Callable[..., list[Outcome]]:
 
 @pytest.fixture(scope="session")
 def config() -> CoreConfig:
-    return CoreConfig(seed=7)
+    """The seed profile: the hand-computed updates of the tests are the seed's TD rule."""
+    return CoreConfig(seed=7, profile="seed")
 
 
 @pytest.fixture(scope="session")
 def short_episode_config() -> CoreConfig:
     """Episodes of 5 positions and a fast epsilon decay, so terminals and decay show up quickly."""
-    return CoreConfig(seed=11, qlearning=QLearningConfig(episode_length=5, epsilon_decay=0.9))
+    return with_learning(CoreConfig(seed=11, profile="seed", learning={"episode_length": 5}), epsilon_decay=0.9)
+
+
+def with_learning(config: CoreConfig, **fields: object) -> CoreConfig:
+    """`config` with the same hyperparameter fields set for both agents."""
+    return config.model_copy(
+        update={"meta": config.meta.model_copy(update=fields), "sizing": config.sizing.model_copy(update=fields)}
+    )

@@ -6,14 +6,44 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rl_worker.core.config import CoreConfig, QLearningConfig, RewardConfig
+from rl_worker.core.config import AgentHyperparameters, CoreConfig, LearningRules, RewardConfig
 from rl_worker.core.outcome import Outcome
 from rl_worker.sim.events import make_outcome
 
 
-def test_defaults_are_the_designs() -> None:
-    q = CoreConfig().qlearning
-    assert (q.alpha, q.gamma, q.epsilon_start, q.epsilon_min) == (0.01, 0.99, 0.1, 0.01)
+def test_the_seed_profile_is_the_seed_specification_exactly() -> None:
+    config = CoreConfig(profile="seed")
+    for agent in (config.meta, config.sizing):
+        assert (agent.alpha, agent.gamma, agent.epsilon_start, agent.epsilon_min) == (0.01, 0.99, 0.1, 0.01)
+        assert agent.epsilon_decay == 0.9997
+    rules = config.learning
+    assert (rules.episode_length, rules.step_size, rules.backoff_visits) == (50, "constant", 0.0)
+    assert rules.meta_backoff == rules.sizing_backoff == ()
+    assert not rules.counterfactual_sizing and not rules.meta_strategy_first
+
+
+def test_explicit_fields_win_over_the_profile_field_by_field() -> None:
+    config = CoreConfig.model_validate({"profile": "seed", "meta": {"alpha": 0.05}})
+    assert config.meta.alpha == 0.05
+    assert config.meta.gamma == 0.99  # the rest of the agent still comes from the profile
+    assert config.sizing.alpha == 0.01
+    default = CoreConfig.model_validate({"sizing": {"epsilon_start": 0.2}, "learning": {"backoff_visits": 5}})
+    assert default.sizing.epsilon_start == 0.2
+    assert default.sizing.gamma == CoreConfig().sizing.gamma
+    assert default.learning.backoff_visits == 5
+    assert default.learning.step_size == CoreConfig().learning.step_size
+    with pytest.raises(ValidationError):
+        CoreConfig(profile="fast")  # type: ignore[arg-type]
+
+
+def test_defaults_keep_the_seeds_numbers_where_they_can() -> None:
+    default, seed = CoreConfig(), CoreConfig(profile="seed")
+    for agent, seed_agent in ((default.meta, seed.meta), (default.sizing, seed.sizing)):
+        assert agent.alpha == seed_agent.alpha  # the floor of the step size
+        assert (agent.epsilon_start, agent.epsilon_min) == (seed_agent.epsilon_start, seed_agent.epsilon_min)
+
+
+def test_reward_weights_are_the_designs() -> None:
     reward = RewardConfig()
     assert (reward.meta_drawdown_weight, reward.meta_sharpe_weight, reward.meta_alignment_weight) == (
         0.5,
@@ -35,12 +65,24 @@ def test_fingerprint_follows_the_configuration() -> None:
         {"epsilon_start": 0.01, "epsilon_min": 0.1},
         {"alpha": 0.0},
         {"gamma": 1.5},
-        {"episode_length": 0},
+        {"alpha": float("nan")},
+        {"lambda": 0.9},
     ],
 )
-def test_invalid_qlearning(kwargs: dict[str, float]) -> None:
+def test_invalid_hyperparameters(kwargs: dict[str, float]) -> None:
+    seed = {"alpha": 0.01, "gamma": 0.99, "epsilon_start": 0.1, "epsilon_min": 0.01, "epsilon_decay": 0.9997}
+    AgentHyperparameters(**seed)
     with pytest.raises(ValidationError):
-        QLearningConfig(**kwargs)
+        AgentHyperparameters(**(seed | kwargs))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"episode_length": 0}, {"step_size": "adam"}, {"backoff_visits": -1}, {"meta_backoff": (("regime_name",),)}],
+)
+def test_invalid_learning_rules(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        LearningRules.model_validate(kwargs)
 
 
 def test_unknown_names_are_rejected() -> None:

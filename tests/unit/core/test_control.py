@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rl_worker.core.config import CoreConfig, MetaBins, QLearningConfig
+from rl_worker.core.config import CoreConfig, LearningRules, MetaBins
 from rl_worker.core.control import (
     AgentHyperparameters,
     Hyperparameters,
@@ -92,9 +92,9 @@ class TestDecoding:
 
 class TestHyperparameters:
     def test_from_config(self) -> None:
-        config = CoreConfig(qlearning=QLearningConfig(alpha=0.2, gamma=0.5))
+        config = CoreConfig(meta=agent(alpha=0.2, gamma=0.5), sizing=agent(alpha=0.3))
         hp = Hyperparameters.from_config(config)
-        assert hp.meta == hp.sizing and (hp.meta.alpha, hp.meta.gamma) == (0.2, 0.5)
+        assert (hp.meta.alpha, hp.meta.gamma, hp.sizing.alpha) == (0.2, 0.5, 0.3)
         assert ModelReplica(config).hyperparameters == hp and ModelReplica(config).hyperparameters_offset is None
 
     def test_changed(self) -> None:
@@ -104,20 +104,21 @@ class TestHyperparameters:
 
     def test_fingerprint_ignores_them_and_keeps_the_model(self) -> None:
         base = CoreConfig()
-        tuned = CoreConfig(qlearning=QLearningConfig(alpha=0.3, gamma=0.2, epsilon_start=0.5, epsilon_decay=0.9))
+        tuned = CoreConfig(meta=agent(alpha=0.3, gamma=0.2, epsilon_start=0.5, epsilon_decay=0.9))
         assert tuned.fingerprint() == base.fingerprint()
         assert CoreConfig(dedupe_window=10).fingerprint() == base.fingerprint()
         assert CoreConfig(meta_bins=MetaBins(volatility=(0.5,))).fingerprint() != base.fingerprint()
-        assert CoreConfig(qlearning=QLearningConfig(episode_length=7)).fingerprint() != base.fingerprint()
+        assert CoreConfig(learning=LearningRules(episode_length=7)).fingerprint() != base.fingerprint()
+        assert CoreConfig(profile="seed").fingerprint() != base.fingerprint()  # other learning rules
 
     def test_a_record_at_the_start_equals_configuring_them(self, records: list[Outcome]) -> None:
         """alpha/gamma/epsilon from a record at offset 0 learn exactly as the same values configured."""
-        tuned = QLearningConfig(alpha=0.2, gamma=0.7, epsilon_start=0.3, epsilon_min=0.05, epsilon_decay=0.95)
-        configured = ModelReplica(CoreConfig(seed=7, qlearning=tuned))
+        tuned = AgentHyperparameters(alpha=0.2, gamma=0.7, epsilon_start=0.3, epsilon_min=0.05, epsilon_decay=0.95)
+        configured = ModelReplica(CoreConfig(seed=7, meta=tuned, sizing=tuned))
         for record in records:
             configured.apply(record)
         logged = ModelReplica(CoreConfig(seed=7))
-        assert logged.apply_hyperparameters(Hyperparameters.from_config(CoreConfig(qlearning=tuned)), 0)
+        assert logged.apply_hyperparameters(Hyperparameters(meta=tuned, sizing=tuned), 0)
         for offset, record in enumerate(records, start=1):
             logged.apply(record, offset)
         assert tables_bytes(logged) == tables_bytes(configured)
@@ -127,7 +128,10 @@ class TestHyperparameters:
     def test_per_agent(self, records: list[Outcome]) -> None:
         """Changing only the sizing agent's alpha leaves the meta table exactly as it was."""
         plain, tuned = ModelReplica(CoreConfig(seed=7)), ModelReplica(CoreConfig(seed=7))
-        tuned.apply_hyperparameters(Hyperparameters(meta=agent(), sizing=agent(alpha=0.5)), 0)
+        configured = plain.hyperparameters
+        tuned.apply_hyperparameters(
+            Hyperparameters(meta=configured.meta, sizing=configured.sizing.model_copy(update={"alpha": 0.5})), 0
+        )
         for offset, record in enumerate(records, start=1):
             plain.apply(record, offset)
             tuned.apply(record, offset)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rl_worker.core.actions import SIZING_ACTIONS, effective_limits, meta_action_mask
-from rl_worker.core.config import CoreConfig, QLearningConfig, RiskLimits
+from rl_worker.core.config import CoreConfig, RiskLimits
 from rl_worker.core.exceptions import NoAllowedActionError
 from rl_worker.core.market import MarketFeatures
 from rl_worker.core.outcome import MetaStateModel, MetaStep, Outcome, SizingStateModel, SizingStep
@@ -22,6 +22,13 @@ from rl_worker.sim.events import make_outcomes
 from tests.unit.core.reference import compute_propensities
 
 OutcomeFactory = Callable[..., Outcome]  # the `outcome_factory` fixture (tests/unit/core/conftest.py)
+
+
+def with_learning(config: CoreConfig, **fields: float) -> CoreConfig:
+    """`config` with the same hyperparameter fields set for both agents."""
+    return config.model_copy(
+        update={"meta": config.meta.model_copy(update=fields), "sizing": config.sizing.model_copy(update=fields)}
+    )
 
 TREND = MarketFeatures(regime="TREND", volatility=0.2, trend_strength=0.8, market_pressure=0.5)
 
@@ -82,7 +89,7 @@ def hand_outcome(**overrides: object) -> Outcome:
 
 class TestApply:
     def test_first_outcome_by_hand(self) -> None:
-        replica = ModelReplica(CoreConfig())
+        replica = ModelReplica(CoreConfig(profile="seed"))
         applied = replica.apply(hand_outcome())
         assert applied is not None
         # sharpe: no history -> 1.0 / floor 0.5 = 2.0; alignment 1 (dual_momentum in TREND)
@@ -101,7 +108,7 @@ class TestApply:
         assert replica.equity.peak == 10_100.0
 
     def test_later_outcome_bootstraps_from_a_learnt_next_state(self) -> None:
-        replica = ModelReplica(CoreConfig())
+        replica = ModelReplica(CoreConfig(profile="seed"))
         # record 1 (a win): next state TREND v0 (0.2) p2 (0.5) c2 (0.8) w2 (winrate 1.0) h1 (at the peak)
         replica.apply(hand_outcome(next_regime="TREND", next_volatility=0.2, next_market_pressure=0.5))
         first_q = replica.meta_table.row("TREND|v0p2c2w1h1")[0]  # type: ignore[index]
@@ -132,7 +139,7 @@ class TestApply:
         assert q == pytest.approx(first_q + 0.01 * (td_target - first_q), rel=1e-12)
 
     def test_terminal_every_episode_length(self, outcomes_factory: Callable[..., list[Outcome]]) -> None:
-        config = CoreConfig(qlearning=QLearningConfig(episode_length=3, alpha=1.0))
+        config = with_learning(CoreConfig(profile="seed", learning={"episode_length": 3}), alpha=1.0)
         replica = ModelReplica(config)
         terminals = []
         for record in outcomes_factory(np.random.default_rng(1), config, 7):
@@ -241,9 +248,12 @@ class TestRiskLimits:
         greedy_action: int,
         epsilon: float,
     ) -> None:
-        config = CoreConfig(
-            risk=RiskLimits(max_size_multiplier=configured_size, max_leverage=configured_leverage),
-            qlearning=QLearningConfig(epsilon_start=epsilon, epsilon_min=0.0),
+        config = with_learning(
+            CoreConfig(
+                profile="seed", risk=RiskLimits(max_size_multiplier=configured_size, max_leverage=configured_leverage)
+            ),
+            epsilon_start=epsilon,
+            epsilon_min=0.0,
         )
         replica = ModelReplica(config)
         size_limit = configured_size if event_size is None else min(configured_size, event_size)
@@ -271,7 +281,7 @@ class TestRiskLimits:
             assert chosen.leverage <= configured_leverage
 
     def test_event_limits_cannot_loosen(self) -> None:
-        replica = ModelReplica(CoreConfig(qlearning=QLearningConfig(epsilon_start=1.0, epsilon_min=1.0)))
+        replica = ModelReplica(with_learning(CoreConfig(), epsilon_start=1.0, epsilon_min=1.0))
         chosen = {
             SIZING_ACTIONS[
                 replica.decide_sizing(
@@ -289,7 +299,7 @@ class TestRiskLimits:
 
 class TestDecisions:
     def test_meta_decision_stays_inside_the_regime_mask(self, config: CoreConfig) -> None:
-        replica = ModelReplica(config.model_copy(update={"qlearning": QLearningConfig(epsilon_start=1.0)}))
+        replica = ModelReplica(with_learning(config, epsilon_start=1.0))
         for regime in ("TREND", "RANGE", "BREAKOUT", "MEAN_REVERSION"):
             market = MarketFeatures(regime=regime, volatility=0.5, trend_strength=0.5, market_pressure=0.0)
             allowed = set(meta_action_mask(regime, config).members)
@@ -324,12 +334,12 @@ class TestDecisions:
             assert sizing == second.decide_sizing(0.9, 0.1, 0.3, decision_id, max_leverage=5.0)
 
     def test_different_ids_explore_differently(self, config: CoreConfig) -> None:
-        replica = ModelReplica(config.model_copy(update={"qlearning": QLearningConfig(epsilon_start=1.0)}))
+        replica = ModelReplica(with_learning(config, epsilon_start=1.0))
         actions = {replica.decide_meta(TREND, 0.5, f"id-{i}").selection.action for i in range(200)}
         assert len(actions) > 30
 
     def test_frequencies_over_decision_ids_match_propensities(self) -> None:
-        config = CoreConfig(seed=42, qlearning=QLearningConfig(epsilon_start=0.4, epsilon_min=0.4))
+        config = with_learning(CoreConfig(seed=42, profile="seed"), epsilon_start=0.4, epsilon_min=0.4)
         replica = ModelReplica(config)
         key = replica.decide_meta(TREND, 0.8, "probe").state_key
         table = replica.meta_table

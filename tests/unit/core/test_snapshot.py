@@ -22,6 +22,14 @@ from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import SCHEMA_VERSION, decode_replica, encode_replica, read_snapshot_info
 from rl_worker.sim.events import make_outcomes
 
+
+def with_learning(config: CoreConfig, **fields: float) -> CoreConfig:
+    """`config` with the same hyperparameter fields set for both agents."""
+    return config.model_copy(
+        update={"meta": config.meta.model_copy(update=fields), "sizing": config.sizing.model_copy(update=fields)}
+    )
+
+
 MARKET = MarketFeatures(regime="RANGE", volatility=0.1, trend_strength=0.1, market_pressure=-0.2)
 
 
@@ -161,10 +169,8 @@ class TestRefused:
 
     def test_tuned_config_still_restores(self, snapshot: bytes, short_episode_config: CoreConfig) -> None:
         """Hyperparameters are not part of the fingerprint: the snapshot's own stay in force."""
-        q = short_episode_config.qlearning
-        tuned = short_episode_config.model_copy(
-            update={"qlearning": q.model_copy(update={"alpha": 0.3, "gamma": 0.5, "epsilon_start": 0.5})}
-        )
+        q = short_episode_config.meta
+        tuned = with_learning(short_episode_config, alpha=0.3, gamma=0.5, epsilon_start=0.5)
         restored = decode_replica(snapshot, tuned)
         assert restored.hyperparameters.meta.alpha == q.alpha and restored.hyperparameters.sizing.gamma == q.gamma
         assert restored.config is tuned

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl_worker.core.config import CoreConfig, MetaBins, QLearningConfig, SizingBins
+from rl_worker.core.config import CoreConfig, MetaBins, SizingBins
 from rl_worker.core.control import Hyperparameters
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.tuning import (
@@ -86,7 +86,8 @@ def test_healthy_model_keeps() -> None:
 def test_fine_bins_on_real_replay_blame_the_bins() -> None:
     fine = CoreConfig(
         seed=2,
-        qlearning=QLearningConfig(epsilon_start=0.01, epsilon_min=0.01),
+        meta={"epsilon_start": 0.01, "epsilon_min": 0.01},
+        sizing={"epsilon_start": 0.01, "epsilon_min": 0.01},
         meta_bins=MetaBins(volatility=tuple(np.linspace(0.05, 0.95, 19).round(2)),
                            confidence=tuple(np.linspace(0.05, 0.95, 19).round(2))),
         sizing_bins=SizingBins(volatility=tuple(np.linspace(0.05, 0.95, 19).round(2)),

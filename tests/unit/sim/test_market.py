@@ -22,6 +22,7 @@ from rl_worker.sim.market import (
     expected_shortfall_normal,
 )
 from rl_worker.sim.offline import join_events
+from rl_worker.sim.presets import PRESETS, preset_config
 
 NATIVE = {
     "TREND": "dual_momentum",
@@ -133,10 +134,11 @@ def test_best_sizing_shrinks_with_volatility() -> None:
     assert means[0] > 3 * means[3], means
 
 
-def test_expected_rewards_match_what_the_replica_computes() -> None:
-    """Realised meta and size rewards of the core average to the oracle's expectations."""
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_expected_rewards_match_what_the_replica_computes(preset: str) -> None:
+    """Realised meta and size rewards of the core average to the oracle's expectations, on every preset."""
     core = CoreConfig()
-    market = SyntheticMarket(4, SimConfig(core=core))
+    market = SyntheticMarket(4, preset_config(preset, core))
     replica = ModelReplica(core)
     rng = np.random.default_rng(9)
     expected, realised = [], []

@@ -35,7 +35,6 @@ def test_most_chosen_strategies_differ_by_regime(learned) -> None:
 
 def test_a_uniformly_random_policy_scores_about_zero_on_the_same_market() -> None:
     control = run_offline_learning(POSITIONS, SEED, demo_core_config(), policy="random", window=POSITIONS)
-    assert control.replica is None
     assert abs(control.report.fraction) < 0.1
     assert abs(control.report.meta_fraction) < 0.1
 
@@ -52,4 +51,4 @@ def test_demo_config_differs_from_the_defaults_only_in_learning_and_bins() -> No
     demo, default = demo_core_config(), CoreConfig()
     assert demo.reward == default.reward and demo.risk == default.risk and demo.market == default.market
     assert demo.regime_strategies == default.regime_strategies
-    assert demo.qlearning.alpha > default.qlearning.alpha
+    assert demo.meta.alpha > CoreConfig(profile="seed").meta.alpha

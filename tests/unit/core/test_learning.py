@@ -1,0 +1,278 @@
+"""The learning rules around the seed's TD rule: step size, counterfactual sizing, backoff, strategy first;
+and the seed profile, which must reproduce the seed's numbers exactly."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, ActionMask, sizing_action_mask
+from rl_worker.core.config import CoreConfig, RewardConfig
+from rl_worker.core.market import MarketFeatures
+from rl_worker.core.qlearning import QTable
+from rl_worker.core.replica import ModelReplica
+from rl_worker.core.rewards import risk_penalty, size_reward, volatility_adjustment
+from rl_worker.core.snapshot import decode_replica, encode_replica
+from rl_worker.sim.events import make_outcome, make_outcomes
+
+TREND = MarketFeatures(regime="TREND", volatility=0.3, trend_strength=0.7, market_pressure=0.4)
+ALL = ActionMask.of(np.arange(4, dtype=np.intp))
+
+
+def greedy_config(**learning: object) -> CoreConfig:
+    """The default profile without exploration, with some learning rules overridden."""
+    no_exploration = {"epsilon_start": 0.0, "epsilon_min": 0.0}
+    return CoreConfig.model_validate({"meta": no_exploration, "sizing": no_exploration, "learning": learning})
+
+
+class TestVisitStepSize:
+    def test_by_hand(self) -> None:
+        """max(alpha, 1/n): 1, 1/2, 1/3, then alpha = 1/4 from the fourth update on."""
+        table = QTable(4)
+        values = []
+        for reward in (4.0, 2.0, 6.0, 8.0, 10.0):
+            table.td_update("s", 1, reward, None, ALL, 0.25, 0.9, visit_step=True)
+            values.append(float(table.row("s")[1]))  # type: ignore[index]
+        assert values == [4.0, 3.0, 4.0, 5.0, 6.25]
+        assert table.visits[0, 1] == 5 and table.row_visits("s") == 5
+
+    def test_constant_is_the_seed_rule(self) -> None:
+        table = QTable(4)
+        table.td_update("s", 0, 4.0, None, ALL, 0.25, 0.9)
+        table.td_update("s", 0, 2.0, None, ALL, 0.25, 0.9)
+        assert float(table.row("s")[0]) == 0.25 * 4.0 + 0.25 * (2.0 - 0.25 * 4.0)  # type: ignore[index]
+
+    @given(st.lists(st.floats(-100, 100), min_size=1, max_size=40))
+    def test_a_sample_mean_until_one_over_n_reaches_alpha(self, rewards: list[float]) -> None:
+        table = QTable(2)
+        for reward in rewards:
+            table.td_update("s", 0, reward, None, ALL, 0.01, 0.0, visit_step=True)
+        assert float(table.row("s")[0]) == pytest.approx(float(np.mean(rewards)), rel=1e-9, abs=1e-9)  # type: ignore[index]
+
+    def test_bootstrap_with_visit_steps(self) -> None:
+        table = QTable(4)
+        table.set_value("next", 2, 10.0)
+        table.td_update("s", 0, 1.0, "next", ALL, 0.01, 0.5, visit_step=True)
+        assert float(table.row("s")[0]) == 1.0 + 0.5 * 10.0  # type: ignore[index]
+
+    def test_several_cells_share_one_bootstrap(self) -> None:
+        table = QTable(4)
+        table.td_update_cells("s", (0, 2, 3), [1.0, 2.0, 3.0], 0.5, 0.01, visit_step=True)
+        table.td_update_cells("s", (0, 2, 3), [3.0, 2.0, 1.0], 0.5, 0.01, visit_step=True)
+        assert table.row("s").tolist() == [2.5, 0.0, 2.5, 2.5]  # type: ignore[union-attr]
+        assert table.visits[0].tolist() == [2, 0, 2, 2] and table.row_visits("s") == 6
+        assert table.greedy_actions("s", ALL) == (0, 2, 3)
+
+
+class TestCounterfactualSizing:
+    def test_every_allowed_cell_learns_its_own_reward_from_one_close(self) -> None:
+        config = greedy_config(counterfactual_sizing=True)
+        replica = ModelReplica(config)
+        record = make_outcome(np.random.default_rng(3), config, 0)
+        chosen = record.sizing.action_index
+        applied = replica.apply(record)
+        assert applied is not None
+        row = replica.sizing_table.row(record.sizing.state_key)
+        assert row is not None
+        taken = SIZING_ACTIONS[chosen]
+        exposure = taken.size_multiplier * taken.leverage
+        unit_pnl, unit_drawdown = record.pnl_pct / exposure, record.max_drawdown_pct / exposure
+        allowed = set(sizing_action_mask(config.risk.max_size_multiplier, config.risk.max_leverage).members)
+        reward_config = RewardConfig()
+        for action, cell in enumerate(SIZING_ACTIONS):
+            if action == chosen:
+                continue
+            if action not in allowed:  # beyond the configured limits: never learns
+                assert row[action] == 0.0 and replica.sizing_table.visits[0, action] == 0
+                continue
+            x = cell.size_multiplier * cell.leverage
+            pnl, drawdown = unit_pnl * x, unit_drawdown * x
+            if drawdown >= 100.0:
+                pnl, drawdown = -100.0, 100.0
+            expected = size_reward(
+                pnl,
+                risk_penalty(drawdown, cell.size_multiplier, cell.leverage, reward_config),
+                volatility_adjustment(record.sizing.state.volatility, cell.size_multiplier, cell.leverage),
+                reward_config,
+            )
+            # gamma 0 and a first visit (step 1): the cell holds its reward
+            assert row[action] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+        assert row[chosen] == applied.size_reward  # the chosen one learns from its realised reward
+
+    def test_a_chosen_size_beyond_the_configured_limits_still_learns(self) -> None:
+        config = greedy_config(counterfactual_sizing=True)
+        replica = ModelReplica(config)
+        record = make_outcome(np.random.default_rng(3), config, 0)
+        beyond = next(i for i, a in enumerate(SIZING_ACTIONS) if a.leverage > config.risk.max_leverage)
+        record = record.model_copy(update={"sizing": record.sizing.model_copy(update={"action_index": beyond})})
+        applied = replica.apply(record)
+        assert applied is not None
+        assert replica.sizing_table.row(record.sizing.state_key)[beyond] == applied.size_reward  # type: ignore[index]
+
+    def test_a_position_wiped_out_caps_the_larger_sizes_at_liquidation(self) -> None:
+        config = greedy_config(counterfactual_sizing=True)
+        replica = ModelReplica(config)
+        rng = np.random.default_rng(4)
+        smallest = 0  # 0.2 x 1: exposure 0.2
+        record = make_outcome(rng, config, 0)
+        record = record.model_copy(
+            update={
+                "pnl_pct": -5.0,
+                "max_drawdown_pct": 6.0,  # 30 % per unit of exposure: 10x would lose 300 % of the margin
+                "sizing": record.sizing.model_copy(update={"action_index": smallest}),
+            }
+        )
+        replica.apply(record)
+        row = replica.sizing_table.row(record.sizing.state_key)
+        assert row is not None
+        ten = next(i for i, a in enumerate(SIZING_ACTIONS) if (a.size_multiplier, a.leverage) == (1.0, 10))
+        reward_config = RewardConfig()
+        liquidated = size_reward(
+            -100.0, risk_penalty(100.0, 1.0, 10, reward_config),
+            volatility_adjustment(record.sizing.state.volatility, 1.0, 10), reward_config,
+        )
+        assert row[ten] == pytest.approx(liquidated)
+
+    def test_off_by_default_in_the_seed_profile(self) -> None:
+        replica = ModelReplica(CoreConfig(profile="seed"))
+        record = make_outcome(np.random.default_rng(3), replica.config, 0)
+        replica.apply(record)
+        assert int(replica.sizing_table.visits.sum()) == 1
+
+
+class TestBackoff:
+    def test_a_rare_fine_state_is_decided_by_its_coarse_key_until_it_has_enough_updates(self) -> None:
+        config = greedy_config(counterfactual_sizing=False, backoff_visits=3.0)
+        replica = ModelReplica(config)
+        table = replica.sizing_table
+        fine = replica.decide_sizing(0.6, 0.3, 0.3, "probe").state_key
+        coarse = "L0:" + "c0e0w0v0s0"  # the default sizing backoff keeps the volatility only (0.3 -> bin 0)
+        table.set_value(coarse, 3, 5.0)  # 0.2 x 8
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "a").selection.action == 3
+        mask = sizing_action_mask(1.0, 10.0)
+        needed = int(3 * len(mask))
+        for _ in range(needed - 1):
+            table.td_update(fine, 12, 10.0, None, mask, 0.01, 0.0, visit_step=True)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "b").selection.action == 3  # one update short
+        table.td_update(fine, 12, 10.0, None, mask, 0.01, 0.0, visit_step=True)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "c").selection.action == 12
+
+    def test_every_outcome_updates_each_level(self) -> None:
+        config = greedy_config(counterfactual_sizing=False, meta_strategy_first=False)
+        replica = ModelReplica(config)
+        record = make_outcome(np.random.default_rng(6), config, 0)
+        replica.apply(record)
+        keys = replica.meta_table.keys
+        assert keys[0] == record.meta.state_key
+        assert [k.split(":")[0] for k in keys[1:]] == ["L0", "L1"]
+        assert keys[1] == f"L0:{record.meta.state.regime}|v0p0c0w0h0"
+        q_values = replica.meta_table.q_values[:, record.meta.action_index]
+        assert q_values[0] == q_values[1] == q_values[2] != 0.0  # one reward, first visits: equal cells
+
+
+class TestStrategyFirst:
+    def test_decides_among_the_actions_of_the_best_strategy(self) -> None:
+        config = greedy_config(backoff_visits=0.0)
+        replica = ModelReplica(config)
+        key = replica.decide_meta(TREND, 0.6, "probe").state_key
+        table = replica.meta_table
+        momentum = [i for i, a in enumerate(META_ACTIONS) if a.strategy == "dual_momentum"]
+        breakout = [i for i, a in enumerate(META_ACTIONS) if a.strategy == "breakout"]
+        table.set_value(key, momentum[3], 9.0)  # the best single action trades momentum...
+        table.set_value(key, breakout[5], 2.0)
+        table.set_value("S:" + key, 2, 1.0)  # ...but breakout (strategy 2) is the better strategy
+        table.set_value("S:" + key, 0, 0.5)
+        decision = replica.decide_meta(TREND, 0.6, "d")
+        assert decision.selection.action == breakout[5]
+        assert decision.selection.propensity == 1.0
+
+    def test_propensity_keeps_uniform_exploration_over_all_allowed_actions(self) -> None:
+        config = CoreConfig.model_validate(
+            {"meta": {"epsilon_start": 0.2, "epsilon_min": 0.2}, "learning": {"backoff_visits": 0.0}}
+        )
+        replica = ModelReplica(config)
+        key = replica.decide_meta(TREND, 0.6, "probe").state_key
+        replica.meta_table.set_value("S:" + key, 2, 1.0)
+        breakout = [i for i, a in enumerate(META_ACTIONS) if a.strategy == "breakout"]
+        counts = np.zeros(len(META_ACTIONS))
+        n = 6000
+        for i in range(n):
+            selection = replica.decide_meta(TREND, 0.6, f"d{i}").selection
+            counts[selection.action] += 1
+            expected = 0.2 / 40 + (0.8 / 20 if selection.action in breakout else 0.0)
+            assert selection.propensity == pytest.approx(expected)
+        share_breakout = counts[breakout].sum() / n
+        assert share_breakout == pytest.approx(0.8 + 0.2 / 2, abs=0.02)
+
+    def test_the_strategy_row_learns_from_every_position_of_the_strategy(self) -> None:
+        config = greedy_config(backoff_visits=0.0, counterfactual_sizing=False)
+        replica = ModelReplica(config)
+        records = make_outcomes(np.random.default_rng(8), config, 30)
+        for record in records:
+            replica.apply(record)
+        for key in {r.meta.state_key for r in records}:
+            trades = [r for r in records if r.meta.state_key == key]
+            strategy_visits = replica.meta_table.visits[replica.meta_table.row_index("S:" + key)]
+            assert int(strategy_visits.sum()) == len(trades)
+
+
+# sha256 of the rewards and TD errors of 400 applied outcomes, the Q-tables, visit counts and keys, and 50
+# meta and sizing decisions with their propensities and epsilons, computed with the code before the learning
+# rules existed (main at a95cc63, `CoreConfig(seed=3)`, whose numbers were the seed's).
+SEED_GOLDEN = "9ed22949706fcc6f85ad8dcbea34dc4567779a2593cef38e4e9662f484bdc600"
+
+
+def test_the_seed_profile_reproduces_the_seeds_numbers_exactly() -> None:
+    config = CoreConfig(seed=3, profile="seed")
+    replica = ModelReplica(config)
+    digest = hashlib.sha256()
+    for offset, record in enumerate(make_outcomes(np.random.default_rng(5), config, 400)):
+        applied = replica.apply(record, offset)
+        digest.update(repr(tuple(applied)).encode())  # type: ignore[arg-type]
+    for table in (replica.meta_table, replica.sizing_table):
+        q_values, visits = table.used()
+        digest.update(q_values.tobytes())
+        digest.update(visits.tobytes())
+        digest.update("|".join(table.keys).encode())
+    for i in range(50):
+        meta = replica.decide_meta(TREND, 0.6, f"d{i}")
+        sizing = replica.decide_sizing(0.6, 0.3, 0.3, f"d{i}", max_leverage=5.0)
+        sizing_part = (sizing.state_key, tuple(sizing.selection), sizing.epsilon)
+        digest.update(
+            repr((meta.state_key, tuple(meta.selection), meta.epsilon, *sizing_part)).encode()
+        )
+    assert digest.hexdigest() == SEED_GOLDEN
+
+
+def test_the_default_profile_learns_differently_and_stays_deterministic() -> None:
+    config = CoreConfig(seed=3)
+    records = make_outcomes(np.random.default_rng(5), config, 200)
+    first, second = ModelReplica(config), ModelReplica(config)
+    for record in records:
+        first.apply(record)
+        second.apply(record)
+    assert first.meta_table.used()[0].tobytes() == second.meta_table.used()[0].tobytes()
+    assert first.sizing_table.used()[0].tobytes() == second.sizing_table.used()[0].tobytes()
+    assert first.meta_table.keys == second.meta_table.keys
+
+
+def test_a_restored_default_replica_decides_and_learns_as_the_live_one() -> None:
+    """Backoff reads row update counts and strategy rows: a snapshot must carry them (as Q-table rows)."""
+    config = CoreConfig(seed=3)
+    records = make_outcomes(np.random.default_rng(9), config, 300)
+    live = ModelReplica(config)
+    for record in records[:200]:
+        live.apply(record)
+    restored = decode_replica(encode_replica(live), config)
+    for record in records[200:]:
+        live.apply(record)
+        restored.apply(record)
+    for i in range(40):
+        assert restored.decide_meta(TREND, 0.6, f"d{i}") == live.decide_meta(TREND, 0.6, f"d{i}")
+        assert restored.decide_sizing(0.6, 0.3, 0.3, f"d{i}") == live.decide_sizing(0.6, 0.3, 0.3, f"d{i}")
+    assert restored.meta_table.used()[0].tobytes() == live.meta_table.used()[0].tobytes()
+    assert restored.sizing_table.used()[1].tobytes() == live.sizing_table.used()[1].tobytes()
