@@ -500,11 +500,15 @@ async def run_backfill(
                 raise CommandError(f"target learning log {log_topic} already has records: backfill into a new app id")
 
         # 1. the input range, read in full (a bounded batch), then put in replay order
+        partition_counts = {
+            described["topic"]: len(described["partitions"])
+            for described in await admin.describe_topics([*inputs, topics.decisions] if actions != "events" else inputs)
+        }
         input_tps = [
-            TopicPartition(t, p) for t in inputs for p in sorted(consumer.partitions_for_topic(t) or ())
+            TopicPartition(t, p) for t in inputs for p in range(partition_counts[t])
         ]
         consumer.assign(input_tps + (
-            [TopicPartition(topics.decisions, p) for p in sorted(consumer.partitions_for_topic(topics.decisions) or ())]
+            [TopicPartition(topics.decisions, p) for p in range(partition_counts[topics.decisions])]
             if actions != "events" else []
         ))
         input_ends = await _true_ends(consumer, input_tps)
@@ -532,8 +536,7 @@ async def run_backfill(
             logged = LoggedActions(actions)
             decisions_read = 0
             if actions != "events":
-                decision_tps = [TopicPartition(topics.decisions, p)
-                                for p in sorted(consumer.partitions_for_topic(topics.decisions) or ())]
+                decision_tps = [TopicPartition(topics.decisions, p) for p in range(partition_counts[topics.decisions])]
                 decision_ends = await _true_ends(consumer, decision_tps)
                 decision_begin = begin if begin.kind == "time" else RangeStart("earliest")
                 decision_starts = await _starts(consumer, decision_tps, decision_begin, decision_ends)
