@@ -64,6 +64,7 @@ from rl_worker.ops.exceptions import CommandError
 from rl_worker.ops.learning_log import open_store
 from rl_worker.positions import PositionJoiner, PositionRow
 from rl_worker.settings import Settings, check_app_id, learning_log_name, redis_namespace
+from rl_worker.stream.connections import kafka_options
 from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.topics import event_type_by_topic
 
@@ -471,10 +472,10 @@ async def run_backfill(
     started = time.perf_counter()
     store = open_store(settings, redis_namespace(target_app_id))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
+        **kafka_options(settings), enable_auto_commit=False, fetch_max_wait_ms=100,
         max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024, auto_offset_reset="none",
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10000)
     try:
         try:
             await asyncio.wait_for(consumer.start(), 20)
@@ -499,11 +500,15 @@ async def run_backfill(
                 raise CommandError(f"target learning log {log_topic} already has records: backfill into a new app id")
 
         # 1. the input range, read in full (a bounded batch), then put in replay order
+        partition_counts = {
+            described["topic"]: len(described["partitions"])
+            for described in await admin.describe_topics([*inputs, topics.decisions] if actions != "events" else inputs)
+        }
         input_tps = [
-            TopicPartition(t, p) for t in inputs for p in sorted(consumer.partitions_for_topic(t) or ())
+            TopicPartition(t, p) for t in inputs for p in range(partition_counts[t])
         ]
         consumer.assign(input_tps + (
-            [TopicPartition(topics.decisions, p) for p in sorted(consumer.partitions_for_topic(topics.decisions) or ())]
+            [TopicPartition(topics.decisions, p) for p in range(partition_counts[topics.decisions])]
             if actions != "events" else []
         ))
         input_ends = await _true_ends(consumer, input_tps)
@@ -531,8 +536,7 @@ async def run_backfill(
             logged = LoggedActions(actions)
             decisions_read = 0
             if actions != "events":
-                decision_tps = [TopicPartition(topics.decisions, p)
-                                for p in sorted(consumer.partitions_for_topic(topics.decisions) or ())]
+                decision_tps = [TopicPartition(topics.decisions, p) for p in range(partition_counts[topics.decisions])]
                 decision_ends = await _true_ends(consumer, decision_tps)
                 decision_begin = begin if begin.kind == "time" else RangeStart("earliest")
                 decision_starts = await _starts(consumer, decision_tps, decision_begin, decision_ends)
@@ -601,7 +605,7 @@ async def _write_log(
     settings: Settings, topic: str, outcomes: list[tuple[str, bytes]], on_progress: Callable[[int], None]
 ) -> int:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, max_batch_size=1024 * 1024,
+        **kafka_options(settings), acks="all", linger_ms=20, max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
     )
     try:

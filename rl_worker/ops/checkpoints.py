@@ -26,7 +26,7 @@ from rl_worker.core.snapshot import decode_replica, encode_replica, read_snapsho
 from rl_worker.ops.exceptions import CommandError
 from rl_worker.ops.learning_log import LearningLog, open_store
 from rl_worker.settings import Settings, redis_namespace
-from rl_worker.stream.checkpoints import CheckpointStore, RedisCheckpointStore
+from rl_worker.stream.checkpoints import CheckpointStore
 from rl_worker.stream.exceptions import CheckpointStoreError
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
 
 async def describe_checkpoints(settings: Settings, offset: int | None = None) -> Table:
     """One row per kept checkpoint (or only `offset`): what it holds and whether it restores here."""
-    store = RedisCheckpointStore(settings.redis_url.get_secret_value(), settings.redis_namespace)
+    store = open_store(settings)
     try:
         latest = await store.latest_offset()
         pinned = await store.pinned()
@@ -200,9 +200,7 @@ async def reset_live_model(
     """Append a reset record that makes `source_app_id`'s checkpoint (this app id's for a restore)
     the live model; returns the record's offset. Prints what changes and asks first (unless --yes)."""
     namespace = redis_namespace(source_app_id)
-    source_store = RedisCheckpointStore(
-        settings.redis_url.get_secret_value(), namespace, settings.checkpoint.retention
-    )
+    source_store = open_store(settings, namespace)
     try:
         offset, data = await _load(source_store, offset, namespace)
         try:

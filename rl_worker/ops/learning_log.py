@@ -17,6 +17,7 @@ from rl_worker.core.tuning import WindowObserver
 from rl_worker.ops.exceptions import CommandError
 from rl_worker.settings import Settings
 from rl_worker.stream.checkpoints import CheckpointStore, RedisCheckpointStore, restore_newest_valid
+from rl_worker.stream.connections import kafka_options, redis_options
 from rl_worker.stream.exceptions import CheckpointStoreError
 from rl_worker.stream.follower import OutcomesFollower
 from rl_worker.stream.runtime import WorkerRuntime
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 def open_store(settings: Settings, namespace: str | None = None) -> RedisCheckpointStore:
+    """The checkpoint store of `namespace` (default this app id's) with the settings' Redis credentials and TLS."""
     return RedisCheckpointStore(
-        settings.redis_url.get_secret_value(), namespace or settings.redis_namespace, settings.checkpoint.retention
+        settings.redis_url.get_secret_value(), namespace or settings.redis_namespace, settings.checkpoint.retention,
+        options=redis_options(settings),
     )
 
 
@@ -54,6 +57,9 @@ class LearningLog:
                     "is RL_APP_ID (or RL_TOPICS__OUTCOMES) the model's?"
                 )
             self.end = await self.follower.log_end()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self.close()
+            raise CommandError(f"broker {self.settings.kafka_bootstrap} unreachable: {exc!r}", 1) from exc
         except BaseException:
             await self.close()
             raise
@@ -106,7 +112,7 @@ class LearningLog:
 
     async def append(self, record: BaseModel) -> int:
         """Append one control record; returns its offset."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**kafka_options(self.settings), acks="all")
         try:
             await producer.start()
             metadata = await producer.send_and_wait(

@@ -106,7 +106,8 @@ def test_backfill_from_the_events_own_actions(stack_factory: Any, redis_url: str
     target = f"{stack.app_id}-ev"
     try:
         refused(cli(stack, "backfill", "--target-app-id", target, "--actions", "decisions"), "decisions topic")
-        out = ok(cli(stack, "backfill", "--target-app-id", target, "--actions", "events"))
+        # the seed profile: one cell per agent and position (no backoff rows, no counterfactual sizing)
+        out = ok(cli(stack, "backfill", "--target-app-id", target, "--actions", "events", RL_CORE__PROFILE="seed"))
         assert "backfill: 24 positions applied, 3 skipped (no actions), 3 incomplete" in out
         assert "1 invalid events" in out
         replica = decode_replica(load_checkpoint(redis_url, target, 23))

@@ -181,7 +181,7 @@ def test_export_import_promote_and_pins(stack_factory: Any, redis_url: str, tmp_
     )
     worker = stack.start_worker()
     worker.wait_ready()
-    first, rest = positions_in_two_batches(stack, 30, 20, seed=6)
+    first, rest = positions_in_two_batches(stack, 40, 20, seed=6)
     run(produce(stack.bootstrap, first))
     worker.wait_model_version(20)
     wait_for(lambda: max(checkpoint_offsets(redis_url, stack.app_id), default=-1) >= 14)
@@ -201,20 +201,17 @@ def test_export_import_promote_and_pins(stack_factory: Any, redis_url: str, tmp_
 
         # pinned checkpoints survive retention
         ok(cli(stack, "checkpoint", "pin", str(offset)))
-        half = len(rest) // 2  # five whole positions each: a checkpoint each (every 5 outcomes)
-        run(produce(stack.bootstrap, rest[:half]))
-        worker.wait_model_version(25)
-        wait_for(lambda: max(checkpoint_offsets(redis_url, stack.app_id)) >= 24)
-        run(produce(stack.bootstrap, rest[half:]))
-        worker.wait_model_version(30)
-        # two newer checkpoints with a retention of 2: only the pin keeps this one
+        for chunk in range(4):  # 5 whole positions at a time, each applied before the next: a checkpoint each
+            run(produce(stack.bootstrap, rest[15 * chunk : 15 * (chunk + 1)]))
+            worker.wait_model_version(25 + 5 * chunk)
+        # four newer checkpoints with a retention of 2: only the pin keeps this one
         wait_for(lambda: len([o for o in checkpoint_offsets(redis_url, stack.app_id) if o > offset]) >= 2)
         assert offset in checkpoint_offsets(redis_url, stack.app_id)
 
         # promote the imported model: the live replica becomes it at the record's offset
         promoted = ok(cli(stack, "checkpoint", "promote", "--from-app-id", candidate, "--yes"))
         assert "promote" in promoted and "reset record written" in promoted
-        health = worker.wait_model_version(31)
+        health = worker.wait_model_version(41)
         assert health["outcomes_applied"] == decode_replica(original).n_updates
         assert offset in checkpoint_offsets(redis_url, stack.app_id)
         ok(cli(stack, "checkpoint", "unpin", str(offset)))
