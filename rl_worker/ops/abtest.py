@@ -32,6 +32,7 @@ from rl_worker.contract import to_epoch_ms
 from rl_worker.errors import RlWorkerError
 from rl_worker.ops.log_replay import ReplayResult
 from rl_worker.settings import Settings
+from rl_worker.stream.connections import redis_options
 
 __all__ = [
     "AbTestError",
@@ -235,7 +236,10 @@ class ReportHistory:
         self.key = f"{settings.redis_namespace}:ab:history"
         self.size = settings.ab.history_size
         self._redis = aioredis.Redis.from_url(
-            settings.redis_url.get_secret_value(), socket_timeout=5.0, socket_connect_timeout=5.0
+            settings.redis_url.get_secret_value(),
+            socket_timeout=5.0,
+            socket_connect_timeout=5.0,
+            **redis_options(settings),
         )
 
     async def push(self, report: dict[str, Any]) -> None:

@@ -25,8 +25,8 @@ from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica
 from rl_worker.errors import RlWorkerError
-from rl_worker.settings import Settings
-from rl_worker.stream.checkpoints import RedisCheckpointStore
+from rl_worker.ops.learning_log import open_store
+from rl_worker.settings import Settings, redis_namespace
 
 __all__ = ["EvaluateError", "evaluate_candidate", "format_evaluation", "load_candidate", "parse_candidate"]
 
@@ -51,7 +51,7 @@ def parse_candidate(text: str, app_id: str) -> tuple[str, int | None]:
 async def load_candidate(settings: Settings, candidate: str) -> tuple[ModelReplica, str]:
     """The candidate's replica from Redis, and a name for it; EvaluateError when it is not there."""
     app_id, offset = parse_candidate(candidate, settings.app_id)
-    store = RedisCheckpointStore(settings.redis_url.get_secret_value(), f"rl_worker:{app_id}")
+    store = open_store(settings, redis_namespace(app_id))
     try:
         if offset is None:
             offset = await store.latest_offset()

@@ -21,8 +21,9 @@ from rl_worker.core.control import HyperparametersRecord, ResetRecord, decode_lo
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica
 from rl_worker.errors import RlWorkerError
-from rl_worker.settings import Settings
-from rl_worker.stream.checkpoints import RedisCheckpointStore
+from rl_worker.ops.learning_log import open_store
+from rl_worker.settings import Settings, redis_namespace
+from rl_worker.stream.connections import kafka_options
 
 __all__ = ["LearningLogError", "ReplayResult", "replay_learning_log"]
 
@@ -41,7 +42,7 @@ class ReplayResult:
 
 
 async def _load_reset(settings: Settings, record: ResetRecord) -> ModelReplica:
-    store = RedisCheckpointStore(settings.redis_url.get_secret_value(), f"rl_worker:{record.app_id}")
+    store = open_store(settings, redis_namespace(record.app_id))
     try:
         data = await store.load(record.checkpoint_offset)
     finally:
@@ -59,7 +60,7 @@ async def replay_learning_log(settings: Settings, tally: LogTally, timeout_s: fl
     topic = settings.topics.outcomes
     tp = TopicPartition(topic, 0)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         request_timeout_ms=int(timeout_s * 1000),
         max_partition_fetch_bytes=4 * 1024 * 1024,
