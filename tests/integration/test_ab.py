@@ -17,7 +17,7 @@ import pytest
 from rl_worker.client import DecisionClient
 from rl_worker.contract import DecisionRecord
 from rl_worker.core import CoreConfig, Outcome
-from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS
+from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, sizing_action_mask
 from rl_worker.core.arms import assign_arm
 from rl_worker.settings import TopicNames
 from rl_worker.sim import events as f
@@ -267,7 +267,11 @@ def test_decisions_via_raw_events_keep_arms_on_a_second_worker(stack_factory: An
         arm = "control" if assign_arm(d.position_id, 0.5) == "control" else "rl"
         assert d.policy == arm
         if arm == "control":
-            assert d.model_dump()["control_source"] == "baseline" and d.propensity < 1.0
+            record = d.model_dump()
+            assert record["control_source"] == "baseline"
+            if d.agent == "sizing":  # uniform over what the limits allow (one action: propensity 1)
+                allowed = sizing_action_mask(record["limits"]["max_size_multiplier"], record["limits"]["max_leverage"])
+                assert d.propensity == pytest.approx(1 / len(allowed)) and d.action_index in allowed.allowed
             if d.agent == "meta":
                 allowed = config.regime_strategies[d.state["regime"]]
                 assert META_ACTIONS[d.action_index].strategy in allowed
