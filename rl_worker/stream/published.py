@@ -138,6 +138,7 @@ class PublishedDecisions:
 
     def __init__(self, margin_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.partitions: dict[int, PartitionLedger] = {}
+        self.last_recover_from: dict[int, int] = {}  # partition -> recover_from when it was forgotten
         self.any_held = False
         self.margin_s = margin_s
         self.clock = clock
@@ -166,11 +167,10 @@ class PublishedDecisions:
         return ledger
 
     def forget(self, partitions: Iterable[int] | None = None) -> None:
-        if partitions is None:
-            self.partitions.clear()
-            return
-        for partition in partitions:
-            self.partitions.pop(partition, None)
+        for partition in list(self.partitions) if partitions is None else partitions:
+            ledger = self.partitions.pop(partition, None)
+            if ledger is not None:
+                self.last_recover_from[partition] = ledger.recover_from
 
     def is_ready(self, partition: int) -> bool:
         return partition in self.partitions
@@ -182,7 +182,13 @@ class PublishedDecisions:
 
     def headers(self, partition: int, triggers: Iterable[Trigger]) -> list[tuple[str, bytes]]:
         ledger = self.partitions.get(partition)
-        recover_from = b"0" if ledger is None else ledger.header_value
+        if ledger is None:
+            # A record of a partition between two assignments (Faust can hand the agent a record
+            # of the old one): the last value known is older than the truth, so still valid (a
+            # longer read-back); 0 would make the next owner read the whole partition.
+            recover_from = str(self.last_recover_from.get(partition, 0)).encode()
+        else:
+            recover_from = ledger.header_value
         return [(RECOVER_FROM_HEADER, recover_from), (TRIGGERS_HEADER, encode_triggers(triggers))]
 
     def on_sending(self, partition: int, decision_id: str, value: bytes) -> None:

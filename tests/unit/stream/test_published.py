@@ -92,7 +92,15 @@ def test_forgotten_partitions_ignore_acks_and_commits() -> None:
     ledger.on_sent(1, 1, ((SIG, 11),))
     ledger.on_committed({(SIG, 1): 12}, settled=True)
     assert not ledger.is_ready(1)
-    assert ledger.headers(1, [(SIG, 1)])[0] == (RECOVER_FROM_HEADER, b"0")
+    assert ledger.headers(1, [(SIG, 1)])[0] == (RECOVER_FROM_HEADER, b"0")  # its recover_from when forgotten
+    assert ledger.headers(5, [(SIG, 1)])[0] == (RECOVER_FROM_HEADER, b"0")  # never known
+
+
+def test_a_forgotten_partition_keeps_its_last_recover_from_for_late_records() -> None:
+    ledger = PublishedDecisions(margin_s=0)
+    ledger.begin(3, [], end=40, committed={SIG: 9})
+    ledger.forget()
+    assert ledger.headers(3, [(SIG, 9)])[0] == (RECOVER_FROM_HEADER, b"40")
 
 
 def test_after_a_seek_of_ours_nothing_is_dropped_until_the_record_comes_again() -> None:
