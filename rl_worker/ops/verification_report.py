@@ -74,55 +74,127 @@ class Property:
     tests: tuple[str, ...]  # pytest node ids: path::function
 
 
+INT = "tests/integration/"
+UNIT = "tests/unit/"
+
 PROPERTIES: tuple[Property, ...] = (
     Property(
-        "Every valid signal gets exactly one meta decision and every valid execution one sizing decision",
-        ("tests/integration/test_decisions.py::test_every_valid_event_gets_exactly_one_decision",),
+        "1. Every valid signal gets exactly one meta decision, every valid execution one sizing decision "
+        "(no repeated decision id, never two actions for one), also across a kill -9, a restart and rebalances",
+        (
+            f"{INT}test_decisions.py::test_every_valid_event_gets_exactly_one_decision",
+            f"{INT}test_failover.py::test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay",
+            f"{UNIT}test_positions.py",
+        ),
     ),
     Property(
-        "... also across a worker kill -9, a restart and rebalances; every replica equals a full replay",
-        ("tests/integration/test_failover.py::test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay",),
+        "2. Every completed position updates the Q-tables exactly once, with the actions that were traded, "
+        "whatever is redelivered",
+        (
+            f"{UNIT}core/test_dedupe_window.py::test_window_forgets_the_oldest_and_survives_a_snapshot",
+            f"{INT}test_backfill.py::test_backfill_of_the_live_history_equals_the_live_replica",
+            f"{INT}test_follower.py::test_follower_restores_catches_up_and_follows_like_a_replay",
+        ),
     ),
     Property(
-        "Restore from a checkpoint plus the log's tail equals a replay from offset 0",
-        ("tests/integration/test_failover.py::test_restart_from_checkpoint_plus_tail_equals_full_replay",),
+        "3. A replay of the learning log from offset 0 is bit-identical to the live replicas; so are restore "
+        "from a checkpoint plus the tail, live tuning and restore",
+        (
+            f"{UNIT}core/test_replica.py::test_same_records_same_order_bit_identical",
+            f"{INT}test_failover.py::test_restart_from_checkpoint_plus_tail_equals_full_replay",
+            f"{INT}test_lifecycle.py::test_tune_and_restore_in_a_two_worker_group_match_a_full_replay",
+            f"{UNIT}core/test_learning.py::test_a_restored_default_replica_decides_and_learns_as_the_live_one",
+        ),
     ),
     Property(
-        "Bad input never crashes or stalls: it lands in the dead-letter topic with a reason",
-        ("tests/integration/test_dead_letters.py::test_bad_records_land_in_the_dead_letter_and_valid_ones_still_get_decisions",),
+        "4. Bad input never crashes, stalls or silently drops: it lands in the dead-letter topic with a reason; "
+        "an operator command given bad input writes nothing",
+        (
+            f"{INT}test_dead_letters.py::test_bad_records_land_in_the_dead_letter_and_valid_ones_still_get_decisions",
+            f"{INT}test_lifecycle.py::test_bad_input_is_refused_and_writes_nothing",
+            f"{UNIT}test_schemas.py",
+        ),
+    ),
+    Property(
+        "5. No sizing decision ever exceeds the risk limits (configured, tightened per event, never loosened)",
+        (
+            f"{UNIT}core/test_replica.py::test_no_sizing_decision_exceeds_the_limits",
+            f"{UNIT}core/test_replica.py::test_event_limits_cannot_loosen",
+            f"{UNIT}test_positions.py::test_sizing_respects_the_tighter_of_event_and_config_limits",
+            f"{UNIT}core/test_control_arm.py::test_control_sizing_never_exceeds_the_limits",
+        ),
+    ),
+    Property(
+        "6. Secured connections: SASL (PLAIN, SCRAM) over TLS to Kafka, password, ACL user and TLS to Redis; "
+        "wrong credentials fail fast and clearly; no secret in the logs",
+        (
+            f"{INT}test_security.py::test_each_sasl_mechanism_authenticates",
+            f"{INT}test_security.py::test_a_refused_connection_stops_the_worker_naming_the_cause",
+            f"{INT}test_security.py::test_preflight_passes_secured_and_names_the_cause_of_a_refusal",
+        ),
+    ),
+    Property(
+        "Brokers: a restart of Apache Kafka under load loses nothing; the session timeout is one the broker "
+        "accepts, and a refused one stops the worker with the reason",
+        (
+            f"{INT}test_broker_restart.py::test_broker_restart_under_load_loses_nothing",
+            f"{INT}test_group_settings.py::test_default_session_timeout_is_accepted_and_the_worker_joins",
+            f"{INT}test_group_settings.py::test_a_session_timeout_the_broker_refuses_stops_the_worker_with_the_reason",
+        ),
+    ),
+    Property(
+        "Checkpoints: Redis down delays checkpoints, never decisions; the latest pointer only moves forward; "
+        "export, import, promote and pins",
+        (
+            f"{INT}test_failover.py::test_redis_outage_delays_checkpoints_but_not_decisions",
+            f"{INT}test_checkpoint_store.py::test_pointer_only_moves_forward_and_retention_trims_the_oldest",
+            f"{INT}test_checkpoint_store.py::test_an_unreachable_redis_is_a_store_error_not_a_crash",
+            f"{INT}test_lifecycle.py::test_export_import_promote_and_pins",
+        ),
     ),
     Property(
         "Incomplete positions expire on stream time and are counted",
-        ("tests/integration/test_decisions.py::test_incomplete_positions_expire_and_are_counted",),
+        (f"{INT}test_decisions.py::test_incomplete_positions_expire_and_are_counted",),
     ),
     Property(
-        "Redis down delays checkpoints, never decisions; the latest pointer only moves forward",
+        "The core: the seed profile is the seed's specification exactly; exploration draws match the recorded "
+        "propensities; the core imports no Kafka, Redis or asyncio",
         (
-            "tests/integration/test_failover.py::test_redis_outage_delays_checkpoints_but_not_decisions",
-            "tests/integration/test_checkpoint_store.py::test_pointer_only_moves_forward_and_retention_trims_the_oldest",
-            "tests/integration/test_checkpoint_store.py::test_an_unreachable_redis_is_a_store_error_not_a_crash",
+            f"{UNIT}core/test_config.py::test_the_seed_profile_is_the_seed_specification_exactly",
+            f"{UNIT}core/test_learning.py::test_the_seed_profile_reproduces_the_seeds_numbers_exactly",
+            f"{UNIT}core/test_qlearning.py::test_selection_frequencies_match_propensities",
+            f"{UNIT}core/test_import_boundary.py",
         ),
     ),
     Property(
-        "The RL core is pure (no Kafka, Redis or asyncio imports)",
-        ("tests/unit/core/test_import_boundary.py",),
-    ),
-    Property(
-        "Operator tools: pre-flight, status and deploy.sh --monitor-only against a real broker, Redis and worker",
+        "Learning: the demo's configuration learns most of the achievable reward; a random policy scores about 0",
         (
-            "tests/integration/test_preflight.py::test_preflight_names_what_is_missing_and_what_does_not_fit",
-            "tests/integration/test_preflight.py::test_preflight_unreachable_services_fail_without_leaking_the_password",
-            "tests/integration/test_preflight.py::test_a_running_worker_passes_preflight_status_and_monitor_only",
-            "tests/integration/test_security.py::test_preflight_passes_secured_and_names_the_cause_of_a_refusal",
+            f"{UNIT}sim/test_offline.py::test_demo_config_learns_most_of_the_achievable_reward",
+            f"{UNIT}sim/test_offline.py::test_a_uniformly_random_policy_scores_about_zero_on_the_same_market",
+            f"{INT}test_demo.py::test_short_demo_runs_end_to_end",
         ),
     ),
     Property(
-        "Manifests, compose, image and dashboard agree with the code; docs name only what exists",
+        "Operator tools: pre-flight, status, monitor and deploy.sh --monitor-only against a real broker, "
+        "Redis and worker",
         (
-            "tests/unit/test_deploy_manifests.py",
-            "tests/unit/test_dashboard.py",
-            "tests/unit/test_docs.py",
-            "tests/unit/test_tools_doc.py",
+            f"{INT}test_preflight.py::test_preflight_names_what_is_missing_and_what_does_not_fit",
+            f"{INT}test_preflight.py::test_preflight_unreachable_services_fail_without_leaking_the_password",
+            f"{INT}test_preflight.py::test_a_running_worker_passes_preflight_status_and_monitor_only",
+            f"{INT}test_monitor.py::test_monitor_reports_growth_and_plots",
+            f"{INT}test_checkpoint_command.py::test_list_and_show",
+        ),
+    ),
+    Property(
+        "The shelf: manifests, compose, image and dashboard agree with the code; docs name only what exists; "
+        "TOOLS.md and this report are in step",
+        (
+            f"{UNIT}test_deploy_manifests.py",
+            f"{UNIT}test_compose.py",
+            f"{UNIT}test_dashboard.py",
+            f"{UNIT}test_docs.py",
+            f"{UNIT}test_tools_doc.py",
+            f"{UNIT}test_verification_report.py",
         ),
     ),
 )
