@@ -117,7 +117,7 @@ def test_the_dashboard_covers_the_issue_sections() -> None:
     assert rows[:4] == ["Decisions", "Input and dead letters", "Learning", "Checkpoints and Redis"]
     text = json.dumps(d)
     for metric in ("rl_decisions_total", "rl_event_to_decision_seconds_bucket", "rl_dead_letters_total",
-                   "rl_model_version", "rl_epsilon", "rl_reward_mean", "rl_q_states", "rl_redis_up",
+                   "rl_model_version", "rl_agent_epsilon", "rl_hyperparameter", "rl_reward_mean", "rl_q_states", "rl_redis_up",
                    "rl_checkpoint_offset"):
         assert metric in text, metric
     ids = [p["id"] for p in d["panels"]]
