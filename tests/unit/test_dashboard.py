@@ -114,11 +114,13 @@ def test_the_parser_rejects_what_it_should() -> None:
 def test_the_dashboard_covers_the_issue_sections() -> None:
     d = dashboard()
     rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
-    assert rows[:4] == ["Decisions", "Input and dead letters", "Learning", "Checkpoints and Redis"]
+    assert rows == ["Decisions", "Input and dead letters", "Learning", "Trading performance per A/B arm",
+                    "Checkpoints and Redis"]
     text = json.dumps(d)
     for metric in ("rl_decisions_total", "rl_event_to_decision_seconds_bucket", "rl_dead_letters_total",
                    "rl_model_version", "rl_agent_epsilon", "rl_hyperparameter", "rl_reward_mean", "rl_q_states", "rl_redis_up",
-                   "rl_checkpoint_offset"):
+                   "rl_checkpoint_offset", "rl_arm_rolling_win_rate", "rl_arm_sharpe_per_trade",
+                   "rl_arm_max_drawdown_pct"):
         assert metric in text, metric
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
