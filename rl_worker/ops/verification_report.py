@@ -239,7 +239,8 @@ def render_bench_core(result: dict[str, Any]) -> list[str]:
         ("snapshot encode / decode", f"{_fmt(f['snapshot_encode_ms'], '.1f')} / "
          f"{_fmt(f['snapshot_decode_ms'], '.1f')} ms", ""),
     ]
-    return _table(("measure", "figure", "aim"), rows)
+    profile = f["profile"] if "profile" in f else "default"
+    return [f"Learning profile `{profile}`.", "", *_table(("measure", "figure", "aim"), rows)]
 
 
 def render_bench_worker(result: dict[str, Any]) -> list[str]:
@@ -312,14 +313,24 @@ SOURCES: tuple[Source, ...] = (
     Source("bench_core.json", "The RL core (CPU time, medians of 7 runs)",
            ".venv/bin/python scripts/bench_core.py --json results/bench_core.json", render_bench_core),
     Source("bench_worker.json", "The worker on the embedded broker (medians of 3 runs)",
-           ".venv/bin/python scripts/bench_worker.py --json results/bench_worker.json", render_bench_worker),
+           ".venv/bin/python scripts/bench_worker.py --json results/bench_worker.json", render_bench_worker,
+           "A run started at 02:41 UTC on the shared machine (load average about 20 on 2 cores) spent 636 s "
+           "preparing its inputs and was stopped before its first measurement; the README's *Performance* "
+           "section has the figures of an earlier run on an idle machine."),
     Source("offline_learning.json", "Learning offline: every simulator preset x learner x agent",
            ".venv/bin/python scripts/offline_learning.py --seeds 1,2 --out results/offline_learning.json",
            render_offline_learning,
            "The run behind the README's offline table (issue 9), 2 seeds instead of the 12 the issue asks for: "
            "one 5,000-position run took 50-170 s on this shared machine."),
     Source("ab_validity.json", "Statistical validity of `ab-test report` and `evaluate` (offline, the simulator)",
-           ".venv/bin/python scripts/ab_validity.py --out results/ab_validity.json", render_ab_validity),
+           ".venv/bin/python scripts/ab_validity.py --out results/ab_validity.json", render_ab_validity,
+           "The run of issue 11's author at 02:20 UTC, on that branch before it landed; control share 0.5, "
+           "the demo's core configuration."),
+    Source("ab_validity_uniform.json", "`evaluate` on logs whose control arm draws uniformly",
+           ".venv/bin/python scripts/ab_validity.py --uniform-logs --out results/ab_validity_uniform.json",
+           render_ab_validity,
+           "The run of issue 11's author at 02:48 UTC: the control arm's uniformly random decisions are the "
+           "logs that make a candidate evaluable (propensity 1/|A|)."),
 )
 
 
@@ -381,7 +392,8 @@ def render_report(results_dir: Path = RESULTS) -> str:
         lines += [f"### {source.title}", "", f"`{source.command}`", ""]
         result = results.get(source.file)
         if result is None:
-            lines += [f"Not measured yet: `results/{source.file}` does not exist.", ""]
+            lines += [f"Not measured yet: `results/{source.file}` does not exist." + (f" {source.note}" if source.note
+                                                                                      else ""), ""]
             continue
         provenance = _provenance(result) if "taken_at" in result else ""
         if "seconds" in result and "taken_at" not in result:
