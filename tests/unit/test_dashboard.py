@@ -118,7 +118,8 @@ def test_the_dashboard_covers_the_issue_sections() -> None:
                     "Checkpoints and Redis"]
     text = json.dumps(d)
     for metric in ("rl_decisions_total", "rl_event_to_decision_seconds_bucket", "rl_dead_letters_total",
-                   "rl_model_version", "rl_agent_epsilon", "rl_hyperparameter", "rl_reward_mean", "rl_q_states", "rl_redis_up",
+                   "rl_model_version", "rl_agent_epsilon", "rl_hyperparameter", "rl_reward_mean", "rl_q_states",
+                   "rl_redis_up",
                    "rl_checkpoint_offset", "rl_arm_rolling_win_rate", "rl_arm_sharpe_per_trade",
                    "rl_arm_max_drawdown_pct"):
         assert metric in text, metric
