@@ -163,6 +163,7 @@ async def one_run(bootstrap: str, redis_url: str, n: int, partitions: int, seed:
         "ratio to raw": result.rate / positions_raw,
         "ratio to raw+parse": result.rate / positions_parse,
         "backfill s": result.seconds,
+        **{f"{phase} s": seconds for phase, seconds in result.phases.items()},
     }
 
 

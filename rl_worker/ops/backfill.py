@@ -359,6 +359,7 @@ class BackfillResult:
     decisions_read: int
     from_decisions: int
     from_events: int
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: read, join and learn, write
 
     @property
     def rate(self) -> float:
@@ -378,13 +379,14 @@ async def _true_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> d
     ends = dict(await consumer.end_offsets(tps))
     for tp in tps:
         consumer.seek(tp, max(0, ends[tp] - 1))
-    while True:
-        batch = await consumer.getmany(*tps, timeout_ms=300, max_records=10000)
-        if not any(batch.values()):
-            return ends
+    empty = 0
+    while empty < 2:  # two empty fetches of a second: a loaded machine can make one fetch come back empty
+        batch = await consumer.getmany(*tps, timeout_ms=1000, max_records=10000)
+        empty = 0 if any(batch.values()) else empty + 1
         for tp, records in batch.items():
             if records:
                 ends[tp] = max(ends[tp], records[-1].offset + 1)
+    return ends
 
 
 async def _read(
@@ -527,7 +529,9 @@ async def run_backfill(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console, disable=not show_progress,
         )
+        phases: dict[str, float] = {}
         with progress:
+            t_read = time.perf_counter()
             reading = progress.add_task("reading events", total=total, rate="")
             events_read = await _read(consumer, input_starts, input_ends, keep,
                                       lambda n: progress.update(reading, completed=n))
@@ -551,6 +555,7 @@ async def run_backfill(
                 )
 
             # 3. join and learn, in replay order
+            phases["read"] = time.perf_counter() - t_read
             ordered = replay_order(records, expected_type)
             replica = LoggedPolicyReplica(settings.core, logged)
             counts = BackfillCounts()
@@ -565,6 +570,7 @@ async def run_backfill(
             outcomes = list(replay_positions(
                 ordered, replica, expected_type, settings.policy, counts, settings.max_record_bytes, report
             ))
+            phases["join and learn"] = time.perf_counter() - t0
             if not outcomes:
                 raise CommandError(
                     f"no completed position in the range ({len(ordered)} events, {counts.skipped} positions "
@@ -579,6 +585,7 @@ async def run_backfill(
                         "retention.ms": "-1", "retention.bytes": "-1"})])
                 except TopicAlreadyExistsError:
                     pass
+            t_write = time.perf_counter()
             last_offset = await _write_log(settings, log_topic, outcomes,
                                            lambda n: progress.update(writing, completed=n))
         if last_offset != len(outcomes) - 1 or replica.log_offset != last_offset:
@@ -591,13 +598,14 @@ async def run_backfill(
             await store.save(last_offset, data)
         except CheckpointStoreError as exc:
             raise CommandError(f"learning log written, checkpoint not: {exc}", 1) from exc
+        phases["write"] = time.perf_counter() - t_write
     finally:
         await consumer.stop()
         await admin.close()
         await store.close()
     return BackfillResult(
         counts, log_topic, last_offset, hashlib.sha256(data).hexdigest(), time.perf_counter() - started,
-        events_read, decisions_read, replica.from_decisions, replica.from_events,
+        events_read, decisions_read, replica.from_decisions, replica.from_events, phases,
     )
 
 
