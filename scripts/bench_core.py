@@ -2,6 +2,12 @@
 
     .venv/bin/python scripts/bench_core.py            # full run (7 repeats, 20,000 records)
     .venv/bin/python scripts/bench_core.py --quick    # smoke run (5 repeats, 4,000 records)
+    .venv/bin/python scripts/bench_core.py --table-json docs/bench/bench_core.json   # + the result file
+
+The same-run ceiling of applying records is the raw JSON parse of the same records (stdlib
+`json.loads` of the bytes the worker writes to the learning log): a replica cannot apply a
+record faster than it can read it. `decode + apply` is what a replica does per log record
+(`decode_log_record` then `ModelReplica.apply`).
 
 Every figure is the median over the repeats, timed by default with the process CPU clock
 (`--clock wall` for wall time): on a shared machine the CPU clock leaves out the time the
@@ -12,7 +18,10 @@ benchmark spends descheduled. Targets: >= 100,000 applied records/s for one repl
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +30,7 @@ import numpy as np
 
 from rl_worker.core.actions import N_META_ACTIONS, meta_action_mask
 from rl_worker.core.config import CoreConfig
+from rl_worker.core.control import decode_log_record
 from rl_worker.core.market import compute_market_features
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy
@@ -103,6 +113,25 @@ def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict
         return clock() - start
 
     apply_seconds = median_of(runs, apply_all)
+    encoded = [record.model_dump_json().encode() for record in records]
+
+    def parse_all() -> float:
+        loads = json.loads
+        start = clock()
+        for value in encoded:
+            loads(value)
+        return clock() - start
+
+    def decode_apply_all() -> float:
+        replica = ModelReplica(config)
+        apply = replica.apply
+        start = clock()
+        for offset, value in enumerate(encoded):
+            apply(decode_log_record(value), offset)  # type: ignore[arg-type]
+        return clock() - start
+
+    parse_seconds = median_of(runs, parse_all)
+    decode_apply_seconds = median_of(runs, decode_apply_all)
     snapshot = encode_replica(trained)
 
     def encode_ms() -> float:
@@ -122,6 +151,9 @@ def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict
         "td_update_us": median_of(runs, lambda: time_per_call_us(update, calls)),
         "apply_us": apply_seconds / len(records) * 1e6,
         "apply_per_s": len(records) / apply_seconds,
+        "json_parse_per_s": len(records) / parse_seconds,
+        "decode_apply_per_s": len(records) / decode_apply_seconds,
+        "record_bytes": statistics.mean(len(v) for v in encoded),
         "snapshot_encode_ms": median_of(runs, encode_ms),
         "snapshot_decode_ms": median_of(runs, decode_ms),
         "snapshot_kib": len(snapshot) / 1024,
@@ -153,6 +185,12 @@ def print_report(results: dict[str, float]) -> None:
             f">= {TARGET_APPLY_PER_S:,}/s",
         ),
         (
+            f"decode_log_record + apply, one log record (~{results['record_bytes']:.0f} B)",
+            f"{results['decode_apply_per_s']:,.0f}/s",
+            f"{results['decode_apply_per_s'] / results['json_parse_per_s']:.2f} of the ceiling",
+        ),
+        ("ceiling: json.loads of the same records", f"{results['json_parse_per_s']:,.0f}/s", "ceiling"),
+        (
             f"snapshot encode ({int(results['meta_states'])} + {int(results['sizing_states'])} states, "
             f"{results['snapshot_kib']:.0f} KiB)",
             f"{results['snapshot_encode_ms']:.2f} ms",
@@ -174,10 +212,47 @@ def print_report(results: dict[str, float]) -> None:
     )
 
 
+def result_document(results: dict[str, float], command: str, profile: str, clock_name: str) -> dict[str, object]:
+    """The JSON result file (rl_worker.ops.perf_table renders the README table from it)."""
+    from rl_worker.ops.perf_table import figure, result_document
+
+    n = int(results["records"])
+    figures = {
+        "decide_meta_us": figure("core: one meta decision (state, generator, selection)", results["decide_meta_us"],
+                                 "us", aim=f"< {TARGET_SELECT_US:g} µs"),
+        "decide_sizing_us": figure("core: one sizing decision", results["decide_sizing_us"], "us",
+                                   aim=f"< {TARGET_SELECT_US:g} µs"),
+        "td_update_us": figure("core: one TD update", results["td_update_us"], "us"),
+        "json_parse_per_s": figure(f"core: json.loads of the same {n:,} learning-log records (ceiling)",
+                                   results["json_parse_per_s"], "/s"),
+        "apply_per_s": figure("core: records applied per second by one replica (pre-built records)",
+                              results["apply_per_s"], "/s", ceiling="json_parse_per_s",
+                              aim=f">= {TARGET_APPLY_PER_S:,}/s"),
+        "decode_apply_per_s": figure("core: log records decoded + applied per second (no Kafka)",
+                                     results["decode_apply_per_s"], "/s", ceiling="json_parse_per_s"),
+        "snapshot_encode_ms": figure(
+            f"core: snapshot encode ({int(results['meta_states']):,} + {int(results['sizing_states']):,} states, "
+            f"{results['snapshot_kib']:,.0f} KiB)", results["snapshot_encode_ms"], "ms"),
+        "snapshot_decode_ms": figure("core: snapshot decode", results["snapshot_decode_ms"], "ms"),
+    }
+    for name in ("rss_positions_mib", "rss_replica_mib", "big_snapshot_kib", "big_snapshot_encode_ms",
+                 "big_snapshot_decode_ms"):
+        if name in results:
+            figures[name] = figure(SCALE_LABELS[name], results[name], SCALE_UNITS[name])
+    return result_document("bench_core", command, figures, runs=int(results["runs"]), profile=profile,
+                           clock=clock_name, records=n)
+
+
+SCALE_LABELS: dict[str, str] = {}
+SCALE_UNITS: dict[str, str] = {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer records and calls (a smoke run)")
     parser.add_argument("--runs", type=int, default=None, help="repeats per figure (at least 5)")
+    parser.add_argument("--table-json", default=None, metavar="PATH",
+                        help="write the figures with their same-run ceilings (docs/bench/*.json: the README table)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="what to time (default cpu)")
     parser.add_argument(
         "--profile", choices=("default", "seed"), default="default", help="learning profile (RL_CORE__PROFILE)"
@@ -194,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     print_report(results)
     if args.json:
         write_result(args.json, "bench_core", results | {"clock": args.clock, "profile": args.profile}, argv)
+    if args.table_json:
+        from rl_worker.ops.perf_table import write_result as write_table
+
+        command = shlex.join(["python", "scripts/bench_core.py", *(argv if argv is not None else sys.argv[1:])])
+        write_table(args.table_json, result_document(results, command, args.profile, args.clock))
+        print(f"wrote {args.table_json}")
     return 0
 
 

@@ -27,7 +27,13 @@ Each run measures, on fresh topics of the same broker:
     worker's own PositionJoiner from synthetic events, deciding with a replica) are pre-produced to a
     one-partition topic, then the worker's own OutcomesFollower (rl_worker.stream.follower) on a
     fresh runtime applies all of them, with the checkpoint writer task writing to Redis, timed
-    from the first fetch to the last record applied.
+    from the first fetch to the last record applied;
+(d0) the ceiling of (d), in the same run and on the same topic: a bare aiokafka consumer with the
+    follower's settings reading the same outcome log and `json.loads`-ing every record (first
+    fetch to last record parsed).
+
+`--json PATH` writes every figure with its same-run ceiling and the ratio to it
+(rl_worker.ops.perf_table renders the README's table from docs/bench/bench_worker.json).
 
 Figures are medians over the runs. Everything talks to 127.0.0.1 only (the broker, the worker
 and its web port, Redis); every process started here is stopped at the end.
@@ -42,6 +48,7 @@ import dataclasses
 import gc
 import json
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -69,6 +76,7 @@ AIM_RATIO = 0.33
 GOAL_RATIO = 0.5
 AIM_P99_MS = 20.0
 AIM_APPLY_PER_S = 50_000
+AIM_APPLY_RATIO = 0.5
 
 
 @dataclass
@@ -96,6 +104,7 @@ class RunResult:
     steady_sent: int = 0
     steady_received: int = 0
     outcomes_per_s: float = float("nan")
+    outcomes_raw_per_s: float = float("nan")  # (d0): aiokafka consume + json.loads of the same log
     idle_cpu: float = float("nan")  # cores the worker uses with nothing to do
     worker_cpu: float = float("nan")  # cores used by the worker process during (b)
     broker_cpu: float = float("nan")  # cores used by the broker during (b)
@@ -531,6 +540,34 @@ async def measure_outcomes(bootstrap: str, redis_url: str, topic: str, n: int, u
         await store.close()
 
 
+async def measure_outcomes_raw(bootstrap: str, topic: str, n: int) -> float:
+    """(d0): the same log read by a bare aiokafka consumer (the follower's settings), every record json-parsed."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4 * 1024 * 1024, auto_offset_reset="none",
+    )
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    loads = json.loads
+    try:
+        done, last = 0, -1
+        started = time.perf_counter()
+        while last + 1 < n:
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+            for record in batch.get(tp, ()):
+                loads(record.value)
+                last = record.offset
+                done += 1
+        elapsed = time.perf_counter() - started
+        if done != n:
+            raise RuntimeError(f"read {done} of {n} outcomes")
+        return n / elapsed
+    finally:
+        await consumer.stop()
+
+
 async def clean_redis(redis_url: str, prefix: str) -> None:
     import redis.asyncio as aioredis
 
@@ -600,16 +637,22 @@ async def bench(args: argparse.Namespace, procs: Processes, workdir: Path, sizes
                 worker.passthrough_per_s = result.passthrough_per_s
                 result = worker
             if outcomes:
+                # ceiling and replica back to back, alternating which goes first
+                if i % 2 == 0:
+                    result.outcomes_raw_per_s = await measure_outcomes_raw(bootstrap, outcomes_topic, len(outcomes))
                 result.outcomes_per_s = await measure_outcomes(
                     bootstrap, redis_url, outcomes_topic, len(outcomes), uid
                 )
+                if i % 2 == 1:
+                    result.outcomes_raw_per_s = await measure_outcomes_raw(bootstrap, outcomes_topic, len(outcomes))
             results.append(result)
             print(
                 f"run {i + 1}/{args.runs}: (a) {result.passthrough_per_s:,.0f}/s  (b) {result.worker_per_s:,.0f}/s "
                 f"(worker {result.worker_cpu:.2f} cores, {result.worker_cpu_us:.0f} us CPU/decision, main thread "
                 f"on CPU {result.main_on_cpu:.0%}, waiting for CPU {result.main_cpu_wait:.0%}), first "
                 f"decision {result.first_decision_s:.2f} s  (c) p50 {result.e2e_p50_ms:.1f} ms p99 "
-                f"{result.e2e_p99_ms:.1f} ms  (d) {result.outcomes_per_s:,.0f}/s"
+                f"{result.e2e_p99_ms:.1f} ms  (d) {result.outcomes_per_s:,.0f}/s "
+                f"(d0) {result.outcomes_raw_per_s:,.0f}/s"
                 + (f"  [{'; '.join(result.notes)}]" if result.notes else ""),
                 flush=True,
             )
@@ -667,6 +710,10 @@ def report(results: list[RunResult], sizes: Sizes) -> None:
     table.add_row("worker CPU when idle (cores)", f"{med('idle_cpu'):.3f}", spread("idle_cpu", ".3f"), "")
     table.add_row(f"(d) outcomes applied by a replica from the log ({sizes.outcomes:,})",
                   f"{med('outcomes_per_s'):,.0f}/s", spread("outcomes_per_s", ",.0f"), f">= {AIM_APPLY_PER_S:,}/s")
+    table.add_row("(d0) ceiling: aiokafka consume + json.loads of the same log", f"{med('outcomes_raw_per_s'):,.0f}/s",
+                  spread("outcomes_raw_per_s", ",.0f"), "ceiling")
+    table.add_row("(d)/(d0)", f"{med('outcomes_per_s') / med('outcomes_raw_per_s'):.2f}", "",
+                  f">= {AIM_APPLY_RATIO}")
     Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
     notes = [f"run {i + 1}: {n}" for i, r in enumerate(results) for n in r.notes]
     for note in notes:
@@ -677,6 +724,40 @@ def report(results: list[RunResult], sizes: Sizes) -> None:
         f"outcomes {med('outcomes_per_s'):,.0f}/s "
         f"({'ok' if med('outcomes_per_s') >= AIM_APPLY_PER_S else 'BELOW AIM'})"
     )
+
+
+def result_document(results: list[RunResult], sizes: Sizes, command: str) -> dict[str, Any]:
+    """The JSON result file: medians, every run, and the ratios to the same-run ceilings."""
+    from rl_worker.ops.perf_table import figure, result_document
+
+    def fig(attr: str, label: str, unit: str, **kw: Any) -> dict[str, Any]:
+        values = [getattr(r, attr) for r in results if getattr(r, attr) == getattr(r, attr)]
+        value = statistics.median(values) if values else float("nan")
+        return figure(label, value, unit, runs=[getattr(r, attr) for r in results], **kw)
+
+    label = f"{sizes.steady_rate:g} signals/s for {sizes.steady_s:g} s"
+    figures = {
+        "passthrough_per_s": fig("passthrough_per_s", f"(a) raw aiokafka consume → JSON → produce "
+                                 f"({sizes.passthrough:,} records, {PARTITIONS} partitions; ceiling of (b))", "/s"),
+        "worker_per_s": fig("worker_per_s", f"(b) worker signal → decision, one process ({sizes.signals:,} backlog)",
+                            "/s", ceiling="passthrough_per_s", aim=f">= {AIM_RATIO} of (a)"),
+        "worker_cpu_us": fig("worker_cpu_us", "(b) worker CPU per decision", "us"),
+        "first_decision_s": fig("first_decision_s", "worker process start → first decision", "s"),
+        "e2e_p50_ms": fig("e2e_p50_ms", f"(c) p50 end to end at the bench's consumer, {label}", "ms"),
+        "e2e_p99_ms": fig("e2e_p99_ms", f"(c) p99 end to end, {label}", "ms", aim=f"< {AIM_P99_MS:g} ms"),
+        "ts_p50_ms": fig("ts_p50_ms", "(c) p50 broker timestamps (decision - signal CreateTime)", "ms"),
+        "ts_p99_ms": fig("ts_p99_ms", "(c) p99 broker timestamps", "ms"),
+        "outcomes_raw_per_s": fig("outcomes_raw_per_s", "(d0) aiokafka consume + json.loads of the learning log "
+                                  "(ceiling of (d))", "/s"),
+        "outcomes_per_s": fig("outcomes_per_s", f"(d) outcomes applied by a replica from the log "
+                              f"({sizes.outcomes:,}, checkpoints to Redis)", "/s", ceiling="outcomes_raw_per_s",
+                              aim=f">= {AIM_APPLY_RATIO} of (d0)"),
+    }
+    if all(f["value"] != f["value"] for f in (figures["worker_per_s"], figures["passthrough_per_s"])):
+        for name in ("passthrough_per_s", "worker_per_s", "worker_cpu_us", "first_decision_s", "e2e_p50_ms",
+                     "e2e_p99_ms", "ts_p50_ms", "ts_p99_ms"):
+            del figures[name]
+    return result_document("bench_worker", command, figures, runs=len(results), broker="tansu (embedded)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -690,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, metavar="DIR", help="py-spy the worker during (b) into DIR")
     parser.add_argument("--worker-env", action="append", default=[], metavar="RL_X=V",
                         help="extra environment of the worker (repeatable)")
+    parser.add_argument("--table-json", default=None, metavar="PATH",
+                        help="write the figures with their same-run ceilings (docs/bench/*.json: the README table)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="also write every run and the medians as JSON (results/ feeds the verification report)")
@@ -728,6 +811,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_result(args.json, "bench_worker", {"medians": medians, "runs": runs,
                                                   "sizes": dataclasses.asdict(sizes), "parts": args.parts}, argv)
+    if args.table_json:
+        from rl_worker.ops.perf_table import write_result as write_table
+
+        command = shlex.join(["python", "scripts/bench_worker.py", *(argv if argv is not None else sys.argv[1:])])
+        write_table(args.table_json, result_document(results, sizes, command))
+        print(f"wrote {args.table_json}")
     return 0
 
 
