@@ -57,7 +57,10 @@ def register_commands(app: faust.App, settings: Settings) -> None:
                     f"reward {snap.mean_reward:+.3f}, strategies {snap.most_chosen_strategy}"
                 )
 
-        await run_simulation(settings, positions, seed=seed, in_flight=in_flight, on_progress=report)
+        async def run() -> None:  # a refused connection ends it with the cause, exit status 1
+            await run_simulation(settings, positions, seed=seed, in_flight=in_flight, on_progress=report)
+
+        await run_command(run())
 
     @app.command(
         option("--positions", type=int, default=5000, show_default=True, help="positions to trade"),

@@ -24,7 +24,7 @@ from rich.table import Table
 from rl_worker.core.config import CoreConfig
 from rl_worker.ops.services import EmbeddedBroker, LocalRedis, WorkerProcess, redis_answers, settings_env, stop_workers
 from rl_worker.ops.simulate import SimulationProgress, run_simulation
-from rl_worker.settings import CheckpointSettings, Settings, TopicNames
+from rl_worker.settings import CheckpointSettings, KafkaSecurity, RedisSecurity, Settings, TopicNames
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -187,6 +187,9 @@ async def run_demo(
             update={
                 "kafka_bootstrap": bootstrap,
                 "redis_url": SecretStr(redis_url),
+                # credentials configured belong to the services configured, not to those started here
+                "kafka": configured.kafka if "kafka_bootstrap" in configured.model_fields_set else KafkaSecurity(),
+                "redis": configured.redis if "redis_url" in configured.model_fields_set else RedisSecurity(),
                 "app_id": f"rl-{prefix}",
                 "topics": TopicNames(
                     **{field: f"{prefix}.{name}" for field, name in TopicNames().model_dump().items()}
@@ -235,7 +238,7 @@ async def run_demo(
             procs.stop()
         from rl_worker.stream.checkpoints import RedisCheckpointStore
 
-        store = RedisCheckpointStore(redis_url, settings.redis_namespace)
+        store = RedisCheckpointStore.from_settings(settings)
         try:
             checkpoint = await store.latest_offset()
         finally:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import BaseModel, SecretStr
+
 from rl_worker.settings import Settings
 
 __all__ = [
@@ -122,9 +124,11 @@ class LocalRedis:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The RL_ environment under which a worker process builds exactly `settings`' services,
     topics, core, checkpoint cadence and app id (what a parent passes to the workers it starts)."""
-    return {
+    env = {
         "RL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "RL_KAFKA": _with_secrets(settings.kafka),
         "RL_REDIS_URL": settings.redis_url.get_secret_value(),
+        "RL_REDIS": _with_secrets(settings.redis),
         "RL_APP_ID": settings.app_id,
         "RL_TOPICS": settings.topics.model_dump_json(),
         "RL_CORE": settings.core.model_dump_json(),
@@ -132,6 +136,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RL_AB": settings.ab.model_dump_json(),
         "RL_PARTITIONS": str(settings.partitions),
     }
+    if settings.web_snapshot_token is not None:
+        env["RL_WEB_SNAPSHOT_TOKEN"] = settings.web_snapshot_token.get_secret_value()
+    return env
+
+
+def _with_secrets(section: BaseModel) -> str:
+    """A settings section as JSON with its SecretStr values in clear (for a child's environment only:
+    model_dump_json would write them as '**********')."""
+    values = {
+        k: v.get_secret_value() if isinstance(v, SecretStr) else v
+        for k, v in section.model_dump(mode="python").items()
+    }
+    return json.dumps(values, default=str)
 
 
 class WorkerProcess:
@@ -144,6 +161,7 @@ class WorkerProcess:
     def __init__(self, env: Mapping[str, str], workdir: Path, log_path: Path, log_level: str = "info") -> None:
         self.port = free_port()
         self.log_path = log_path
+        self.snapshot_token = env.get("RL_WEB_SNAPSHOT_TOKEN")
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")}
         child_env |= {"PYTHONUNBUFFERED": "1"} | dict(env) | {"RL_WEB_PORT": str(self.port)}
         with open(log_path, "ab") as log_file:
@@ -155,9 +173,17 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
             )
 
-    def get(self, path: str, timeout_s: float = 5.0) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout_s) as response:
+    def get(self, path: str, timeout_s: float = 5.0, token: str | None = None) -> bytes:
+        """GET a page; `token` goes as `Authorization: Bearer <token>` (what /snapshot asks for)."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             return response.read()  # type: ignore[no-any-return]
+
+    def snapshot(self, timeout_s: float = 10.0) -> bytes:
+        """The replica as checkpoint bytes, with the token this worker was started with."""
+        return self.get("/snapshot", timeout_s, token=self.snapshot_token)
 
     def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The worker's /health; OSError while it does not answer."""

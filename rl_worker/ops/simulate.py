@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rl_worker.settings import Settings
 from rl_worker.sim.market import OpenedPosition, SimConfig, SyntheticMarket
 from rl_worker.sim.report import LearningReport
+from rl_worker.stream.connections import kafka_options
 from rl_worker.stream.internals import refresh_metadata
 from rl_worker.stream.topics import ensure_topics
 
@@ -67,10 +68,8 @@ async def run_simulation(
     market = SyntheticMarket(seed, config)
     progress = SimulationProgress(positions, LearningReport(window))
     t = settings.topics
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20
-    )
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=2)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False, fetch_max_wait_ms=20)
     await producer.start()
     await consumer.start()
     waiting: dict[str, dict[str, Any]] = {}

@@ -16,6 +16,7 @@ import faust
 
 from rl_worker.settings import Settings
 from rl_worker.stream.checkpoints import CheckpointStore, RedisCheckpointStore
+from rl_worker.stream.connections import faust_broker_options
 from rl_worker.stream.follower import OutcomesFollower, follower_service
 from rl_worker.stream.handover import Handover
 from rl_worker.stream.internals import guard_producer_flush, refetch_gaps_of
@@ -67,14 +68,12 @@ def create_app(
 ) -> tuple[faust.App, WorkerRuntime]:
     """Build the Faust app and its runtime; `partitions` is the input topics' partition count."""
     if store is None:
-        store = RedisCheckpointStore(
-            settings.redis_url.get_secret_value(), settings.redis_namespace, settings.checkpoint.retention
-        )
+        store = RedisCheckpointStore.from_settings(settings)
     runtime = WorkerRuntime(settings, store)
     t = settings.topics
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
+        **faust_broker_options(settings),  # broker URLs and credentials (TLS / SASL)
         store="memory://",
         datadir=str(settings.data_dir),
         autodiscover=False,
@@ -181,5 +180,5 @@ def create_app(
 
     app.service(follower_service(OutcomesFollower(settings, runtime)))
     app.service(handover.service())
-    add_pages(app, runtime, t.signals, handover.health)
+    add_pages(app, runtime, t.signals, handover.health, settings.web_snapshot_token)
     return app, runtime

@@ -184,14 +184,15 @@ class RedisCheckpointStore(CheckpointStore):
         self._pin = self._redis.register_script(_PIN)
 
     @classmethod
-    def from_settings(cls, settings: Settings, url: str | None = None) -> RedisCheckpointStore:
-        """The store of `settings.app_id` on RL_REDIS_URL (or `url`) with RL_REDIS__* credentials and TLS."""
+    def from_settings(cls, settings: Settings, timeout_s: float = 2.0) -> RedisCheckpointStore:
+        """The store of `settings.app_id` on RL_REDIS_URL with RL_REDIS__* credentials and TLS."""
         from rl_worker.stream.connections import redis_options
 
         return cls(
-            url or settings.redis_url.get_secret_value(),
+            settings.redis_url.get_secret_value(),
             settings.redis_namespace,
             settings.checkpoint.retention,
+            timeout_s=timeout_s,
             options=redis_options(settings),
         )
 

@@ -18,6 +18,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from mode import Service
 
 from rl_worker.settings import Settings
+from rl_worker.stream.connections import kafka_options
 from rl_worker.stream.runtime import WorkerRuntime
 
 __all__ = ["OutcomesFollower", "follower_service"]
@@ -37,7 +38,7 @@ class OutcomesFollower:
     async def connect(self) -> None:
         """Start the consumer on the log's one partition (no group, no commits: the replica holds the offset)."""
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_options(self.settings),
             enable_auto_commit=False,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,

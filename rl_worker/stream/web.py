@@ -1,12 +1,18 @@
-"""The worker's HTTP pages: /health, /metrics (Prometheus) and /snapshot (the replica as checkpoint bytes)."""
+"""The worker's HTTP pages: /health, /metrics (Prometheus) and /snapshot (the replica as checkpoint bytes).
+
+/snapshot hands out the whole model: it answers only when RL_WEB_SNAPSHOT_TOKEN is set, and then
+only to `Authorization: Bearer <token>` (404 when off, 401 without the right token).
+"""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Any
 
 import faust
 from prometheus_client import generate_latest
+from pydantic import SecretStr
 
 from rl_worker.core.snapshot import encode_replica
 from rl_worker.stream.runtime import WorkerRuntime
@@ -14,8 +20,20 @@ from rl_worker.stream.runtime import WorkerRuntime
 __all__ = ["add_pages"]
 
 
+def snapshot_allowed(token: SecretStr | None, authorization: str | None) -> bool:
+    """Is `authorization` (the request's header) `Bearer <token>`? Never when no token is set."""
+    if token is None or not token.get_secret_value():
+        return False
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    return hmac.compare_digest(expected, (authorization or "").encode())
+
+
 def add_pages(
-    app: faust.App, runtime: WorkerRuntime, signals_topic: str, handover_health: Callable[[], dict[str, Any]]
+    app: faust.App,
+    runtime: WorkerRuntime,
+    signals_topic: str,
+    handover_health: Callable[[], dict[str, Any]],
+    snapshot_token: SecretStr | None = None,
 ) -> None:
     """Attach the pages to the app's web server."""
 
@@ -40,4 +58,8 @@ def add_pages(
     @app.page("/snapshot")
     async def snapshot(web: Any, request: Any) -> Any:
         """The replica as checkpoint bytes, as of now: for operators and the replay tests."""
+        if snapshot_token is None or not snapshot_token.get_secret_value():
+            return web.json({"error": "/snapshot is off: set RL_WEB_SNAPSHOT_TOKEN to enable it"}, status=404)
+        if not snapshot_allowed(snapshot_token, request.headers.get("Authorization")):
+            return web.json({"error": "/snapshot needs Authorization: Bearer <RL_WEB_SNAPSHOT_TOKEN>"}, status=401)
         return web.bytes(encode_replica(runtime.replica), content_type="application/json")

@@ -84,6 +84,8 @@ class Stack:
             "RL_DATA_DIR": str(self.workdir / "data"),
             **{f"RL_TOPICS__{field.upper()}": self.topic(field.replace("_", "-")) for field in TopicNames.model_fields},
             "RL_PARTITIONS": "4",
+            # the replay tests compare replicas through /snapshot, which is off without a token
+            "RL_WEB_SNAPSHOT_TOKEN": f"snap-{self.uid}",
         }
         return env | self.extra_env | overrides
 

@@ -54,6 +54,6 @@ def assert_matches_full_replay(
         versions = [w.wait_model_version(size)["model_version"] for w in workers]
         if all(v == size for v in versions):
             for worker in workers:
-                assert worker.get("/snapshot") == replayed, f"replica of {worker.log_path} differs from the replay"
+                assert worker.snapshot() == replayed, f"replica of {worker.log_path} differs from the replay"
             return size
         assert time.monotonic() < deadline, f"log of {size} records, workers at {versions}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ def test_default_session_timeout_is_accepted_and_the_worker_joins(stack_factory:
     assert default_ms >= int(limits.get("group.min.session.timeout.ms", 0))
     assert default_ms <= int(limits.get("group.max.session.timeout.ms", default_ms))
 
-    stack = stack_factory()  # no RL_SESSION_TIMEOUT_S: the default
+    stack = stack_factory(RL_WEB_SNAPSHOT_TOKEN="")  # no RL_SESSION_TIMEOUT_S, no snapshot token: defaults
     worker = stack.start_worker()
     launched = time.monotonic()
     worker.wait_ready(timeout_s=90)
@@ -49,6 +50,9 @@ def test_default_session_timeout_is_accepted_and_the_worker_joins(stack_factory:
         assert time.monotonic() < deadline, worker.log[-3000:]
         time.sleep(0.2)
     print(f"{broker.name}: launch to all partitions assigned {time.monotonic() - launched:.1f} s")
+    with pytest.raises(urllib.error.HTTPError) as off:  # /snapshot hands out the model: off by default
+        worker.get("/snapshot")
+    assert off.value.code == 404
 
 
 def test_a_session_timeout_the_broker_refuses_stops_the_worker_with_the_reason(

@@ -12,22 +12,28 @@ neither TLS nor SASL).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from rl_worker.ops.kafka_broker import KafkaBroker, SaslSslListener
 from rl_worker.settings import Settings, TopicNames
 from rl_worker.stream.topics import ensure_topics
 from tests.integration.brokers import test_broker_names
-from tests.integration.harness import Stack
+from tests.integration.harness import Stack, produce, read_topic, run
 from tests.integration.secured import CertificateAuthority, SecuredRedis, write_server_pem
+from tests.integration.test_decisions import build_positions
 
 pytestmark = [
     pytest.mark.integration,
@@ -119,6 +125,60 @@ def assert_no_secret(secured: Secured, *texts: str) -> None:
     for text in texts:
         for secret in secured.secrets:
             assert secret not in text
+
+
+def test_secured_worker_simulator_and_commands_work_end_to_end(
+    secured: Secured, secured_stack: Stack, tmp_path: Path
+) -> None:
+    stack = secured_stack
+    worker = stack.start_worker()
+    worker.wait_ready(timeout_s=90)
+    n = 20
+    records, events = build_positions(stack, n, seed=3, duplicate_share=0.0)
+    run(produce(stack.bootstrap, records))  # the test's own writes: plaintext listener
+    decisions = run(read_topic(stack.bootstrap, stack.decisions, expect=2 * n, timeout_s=60))
+    assert {(json.loads(d.value)["position_id"], json.loads(d.value)["agent"]) for d in decisions} == {
+        (p, a) for p in events for a in ("meta", "sizing")
+    }
+    health = worker.wait_model_version(n)
+    assert health["outcomes_applied"] == n
+
+    # the simulator and the commands open their own clients: the same settings must reach them
+    simulated = run_command(["simulate", "--positions", "30", "--in-flight", "8"], stack.env(), tmp_path)
+    assert simulated.returncode == 0, simulated.stdout[-2000:] + simulated.stderr[-2000:]
+    worker.wait_model_version(n + 30)
+
+    # checkpoints went to the TLS Redis as the ACL user
+    client = redis.Redis.from_url(
+        secured.redis.url, username=secured.redis_user, password=secured.redis_user_password,
+        ssl_ca_certs=str(secured.ca.cert_path),
+    )
+    try:
+        for _ in range(150):  # the checkpoint interval (10 s) writes the last one
+            if client.get(f"rl_worker:{stack.app_id}:ckpt:latest") is not None:
+                break
+            time.sleep(0.2)
+        assert client.get(f"rl_worker:{stack.app_id}:ckpt:latest") is not None
+    finally:
+        client.close()
+    listed = run_command(["checkpoint", "list"], stack.env() | {"COLUMNS": "250"}, tmp_path)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert f"rl_worker:{stack.app_id}" in listed.stdout
+
+    # /snapshot needs the token; /health and /metrics do not, and carry no secret
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        worker.get("/snapshot", token=None)
+    assert refused.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as wrong:
+        worker.get("/snapshot", token="not-the-token")
+    assert wrong.value.code == 401
+    assert json.loads(worker.get("/snapshot", token=secured.snapshot_token))["format"] == "rl_worker.replica"
+    metrics = worker.get("/metrics").decode()
+    health_body = worker.get("/health").decode()
+    worker.stop(signal.SIGKILL)
+    assert_no_secret(
+        secured, worker.log, health_body, metrics, simulated.stdout, simulated.stderr, listed.stdout, listed.stderr
+    )
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
