@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rl_worker.settings import Settings
+from rl_worker.stream.connections import kafka_options
 from rl_worker.stream.published import (
     TRIGGERS_HEADER,
     PublishedDecision,
@@ -58,7 +59,7 @@ class DecisionRecovery:
 
     async def _new_consumer(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_options(self.settings),  # TLS / SASL as every client
             group_id=self.settings.app_id,  # for the committed offsets only: it never subscribes
             enable_auto_commit=False,
             auto_offset_reset="earliest",
