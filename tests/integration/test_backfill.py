@@ -48,7 +48,7 @@ def test_backfill_of_the_live_history_equals_the_live_replica(stack_factory: Any
             for topic, event in zip((stack.signals, stack.executions, stack.closes), events, strict=True)
         ]))
         worker.wait_model_version(i + 1)
-    live = worker.get("/snapshot")
+    live = worker.snapshot()
     first, second, bad = f"{stack.app_id}-bf1", f"{stack.app_id}-bf2", f"{stack.app_id}-bad"
     try:
         out = ok(cli(stack, "backfill", "--target-app-id", first))
