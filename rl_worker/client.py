@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from rl_worker.errors import RlWorkerError
 from rl_worker.settings import TopicNames
+from rl_worker.stream.internals import refresh_metadata
 
 __all__ = ["Answer", "ClientError", "DecisionClient"]
 
@@ -112,6 +113,7 @@ class DecisionClient:
         partitions = None
         while True:
             if topic in await self._consumer.topics():
+                await refresh_metadata(self._consumer)  # topics() leaves partitions_for_topic's view as it was
                 partitions = self._consumer.partitions_for_topic(topic)
             if partitions or time.monotonic() > deadline:
                 break
