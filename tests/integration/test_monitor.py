@@ -31,8 +31,12 @@ def test_monitor_reports_growth_and_plots(stack_factory: Any, tmp_path: Path) ->
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    row = [line for line in done.stdout.splitlines() if f"127.0.0.1:{worker.port}" in line and "│" in line][-1]
-    cells = [c.strip() for c in row.split("│")]
+    rows = [[c.strip() for c in line.split("│")]
+            for line in done.stdout.splitlines() if f"127.0.0.1:{worker.port}" in line and "│" in line]
+    health_rows = [cells for cells in rows if cells[2] in {"ok", "starting", "degraded", "stalled"}]
+    arm_rows = [cells for cells in rows if cells[2] in {"rl", "control"}]  # the per-arm trading table
+    cells = health_rows[-1]
     assert cells[2] == "ok" and cells[3] == "25"
+    assert arm_rows and arm_rows[-1][2] == "rl" and arm_rows[-1][3] == "25"
     assert cells[6] == str(health["q_states"]["meta"]) and cells[7] == str(health["q_states"]["sizing"])
     assert png.read_bytes()[:4] == b"\x89PNG"
