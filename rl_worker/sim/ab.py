@@ -20,9 +20,10 @@ from typing import Literal
 
 import numpy as np
 
+from rl_worker.analysis.learning_log import AgentColumns
 from rl_worker.analysis.performance import ArmTrades
 from rl_worker.core import CoreConfig, ModelReplica, Outcome
-from rl_worker.core.actions import SIZING_ACTIONS, ActionMask, meta_action_mask, sizing_action_mask
+from rl_worker.core.actions import SIZING_ACTIONS, meta_action_mask, sizing_action_mask
 from rl_worker.core.arms import CONTROL_ARM, RL_ARM, BaselinePolicy, assign_arm, control_meta, control_sizing
 from rl_worker.core.qlearning import DecisionRandom
 from rl_worker.core.snapshot import encode_replica
@@ -37,14 +38,10 @@ ArmPolicy = Literal["rl", "stack", "baseline"]
 
 
 @dataclass
-class AgentLog:
-    """One agent's logged decisions in one arm, with the oracle's expected reward of every action."""
+class AgentLog(AgentColumns):
+    """One agent's logged decisions in one arm (the columns `evaluate` reads), with the oracle's
+    expected reward of every action."""
 
-    state_keys: list[str] = field(default_factory=list)
-    masks: list[ActionMask] = field(default_factory=list)
-    actions: list[int] = field(default_factory=list)
-    propensities: list[float] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
     expected: list[FloatArray] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # the position index of each decision
 
