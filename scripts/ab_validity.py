@@ -125,7 +125,7 @@ def run_seed(
         for agent, log in (("meta", explored.meta.since(half)), ("sizing", explored.sizing.since(half))):
             table = uniform_candidate.meta_table if agent == "meta" else uniform_candidate.sizing_table
             evaluation["uniform_logs"][agent] = evaluate_candidate(
-                log, table, agent, seed, resamples, math.ceil(3 / config.qlearning.alpha)
+                log, table, agent, seed, resamples, math.ceil(3 / getattr(config, agent).alpha)
             )
         return {"seed": seed, "evaluate": evaluation, "seconds": time.perf_counter() - started}
     aa = run_offline_ab(
@@ -148,7 +148,7 @@ def run_seed(
         for name, candidate in candidates.items():
             table = candidate.meta_table if agent == "meta" else candidate.sizing_table
             evaluation[name][agent] = evaluate_candidate(
-                log, table, agent, seed, resamples, math.ceil(3 / config.qlearning.alpha)
+                log, table, agent, seed, resamples, math.ceil(3 / getattr(config, agent).alpha)
             )
     aa_figures = ab_figures(aa, seed, resamples)
     row = {
