@@ -34,6 +34,7 @@ import json
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="{}", help="JSON CoreConfig fields for the 'default' learner")
     parser.add_argument("--out", type=Path, default=Path("out/offline-learning.json"))
     parser.add_argument("--png", type=Path, default=None, help="default: --out with .png")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (worker processes)")
+    parser.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier --out file whose runs join this table and PNG (e.g. baselines measured once)",
+    )
     args = parser.parse_args(argv)
     presets = args.presets.split(",")
     learners = args.learners.split(",")
@@ -260,17 +269,29 @@ def main(argv: list[str] | None = None) -> int:
     variant = json.loads(args.variant)
     CoreConfig.model_validate(variant)  # fail before any run
     runs: list[dict[str, Any]] = []
+    for earlier in args.include:
+        runs.extend(json.loads(earlier.read_text())["runs"])
     started = time.perf_counter()
-    for preset in presets:
-        for learner in learners:
-            for seed in _seeds(args.seeds):
-                result = run_one(preset, learner, seed, args, variant)
-                runs.append(result)
-                print(
-                    f"{preset:<9} {learner:<8} seed {seed:>3}: meta {result['meta']:6.3f}"
-                    f"  sizing {result['sizing']:6.3f}  ({result['seconds']:.1f} s)",
-                    flush=True,
-                )
+    todo = [(preset, learner, seed) for preset in presets for learner in learners for seed in _seeds(args.seeds)]
+
+    def report(result: dict[str, Any]) -> None:
+        runs.append(result)
+        print(
+            f"{result['preset']:<9} {result['learner']:<8} seed {result['seed']:>3}: meta {result['meta']:6.3f}"
+            f"  sizing {result['sizing']:6.3f}  ({result['seconds']:.1f} s)",
+            flush=True,
+        )
+
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_one, *item, args, variant) for item in todo]
+            for future in futures:
+                report(future.result())
+    else:
+        for item in todo:
+            report(run_one(*item, args, variant))
+    order = {(p, lr): i for i, (p, lr) in enumerate((p, lr) for p in PRESETS for lr in LEARNERS)}
+    runs.sort(key=lambda r: (order[(r["preset"], r["learner"])], r["seed"]))
     table = summarise(runs)
     print_table(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 "positions": args.positions,
                 "window": args.window,
                 "in_flight": args.in_flight,
-                "seeds": _seeds(args.seeds),
+                "seeds": sorted({r["seed"] for r in runs}),
                 "linucb_alpha": args.linucb_alpha,
                 "default_config": default_config,
                 "seed_config": CoreConfig(profile="seed").model_dump(mode="json"),

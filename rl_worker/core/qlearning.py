@@ -52,11 +52,14 @@ class QTable:
         "keys",
         "n_actions",
         "q_values",
+        "version",
         "visits",
     )
 
     def __init__(self, n_actions: int, capacity: int = 64) -> None:
         self.n_actions = n_actions
+        # Bumped by every write (a new row, a value, a visit): what a reader caches is valid while it is unchanged.
+        self.version = 0
         self.keys: list[str] = []
         self._index: dict[str, int] = {}
         self._greedy: list[dict[ActionMask, _GreedySet]] = []
@@ -97,6 +100,7 @@ class QTable:
                 np.concatenate([self._q, np.zeros_like(self._q)]),
                 np.concatenate([self._visits, np.zeros_like(self._visits)]),
             )
+        self.version += 1
         self.keys.append(state_key)
         self._index[state_key] = i
         self._greedy.append({})
@@ -109,6 +113,7 @@ class QTable:
         cell = i * self.n_actions + action
         old = view[cell]
         view[cell] = value
+        self.version += 1
         cache = self._greedy[i]
         if cache and value != old:
             _update_greedy(cache, action, old, value)
@@ -212,6 +217,7 @@ class QTable:
             if cache and value != q:
                 _update_greedy(cache, action, q, value)
         self._row_visits[i] += len(actions)
+        self.version += 1
 
     def td_update(
         self,
@@ -258,6 +264,7 @@ class QTable:
         n = visits[cell] + 1
         visits[cell] = n
         self._row_visits[i] += 1
+        self.version += 1
         step = alpha
         if visit_step and n * alpha < 1.0:
             step = 1.0 / n

@@ -174,6 +174,9 @@ class ModelReplica:
         self._counterfactual = _Counterfactual(self._sizing_next_mask, config) if rules.counterfactual_sizing else None
         self._meta_epsilon_at: tuple[int, float] = (-1, 0.0)  # (n_updates, epsilon), cached per update
         self._sizing_epsilon_at: tuple[int, float] = (-1, 0.0)
+        # Decision caches: per fine state (and mask), the greedy set as of a table version (see decide_meta).
+        self._meta_greedy: dict[tuple[str, ...], tuple[QTable, int, tuple[int, ...] | None, ActionMask]] = {}
+        self._sizing_greedy: dict[tuple[str, ActionMask], tuple[QTable, int, tuple[int, ...] | None]] = {}
         self._set_hyperparameters(Hyperparameters.from_config(config), None, 0)
 
     # ---- reading ---------------------------------------------------------------------------
@@ -220,16 +223,34 @@ class ModelReplica:
         return self.meta_epsilon
 
     def decide_meta(self, market: MarketFeatures, confidence: float, decision_id: str) -> Decision:
-        """Meta action (strategy, model, weight) for a signal, inside the regime mask."""
+        """Meta action (strategy, model, weight) for a signal, inside the regime mask.
+
+        The greedy set of a fine state (read through its backoff levels and strategy rows) is cached
+        until the meta table next changes (`QTable.version`), so a decision on an unchanged model is
+        the key, a dictionary lookup, the random stream and the pick.
+        """
         regime = market.regime
         winrate = self.winrate.winrate
         health = self.equity.health
         volatility, pressure = market.volatility, market.market_pressure
         keys = self._meta_keys.keys(regime, volatility, pressure, confidence, winrate, health)  # finest first
-        key = keys[0]
-        epsilon = self.meta_epsilon
-        mask = self._meta_masks[regime]
         table = self.meta_table
+        cached = self._meta_greedy.get(keys)
+        if cached is not None and cached[0] is table and cached[1] == table.version:
+            greedy, mask = cached[2], cached[3]
+        else:
+            mask = self._meta_masks[regime]
+            greedy = self._meta_greedy_of(table, keys, regime, mask)
+            self._meta_greedy[keys] = (table, table.version, greedy, mask)
+        epsilon = self.meta_epsilon
+        selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
+        state = MetaState(regime, volatility, pressure, confidence, winrate, health)
+        return Decision(state, keys[0], selection, epsilon, self.log_offset + 1)
+
+    def _meta_greedy_of(
+        self, table: QTable, keys: tuple[str, ...], regime: str, mask: ActionMask
+    ) -> tuple[int, ...] | None:
+        """The greedy meta actions of a state (its keys finest first) as the table stands."""
         per_action = self._backoff_visits
         if self._strategy_first:
             strategies = self._greedy_strategies(table, keys, self._strategy_masks[regime])
@@ -237,12 +258,8 @@ class ModelReplica:
             if submask is None:
                 submask = self._strategy_submask(regime, strategies)
             by = _finest(table, keys, per_action * len(submask), "")
-            greedy: tuple[int, ...] | None = table.greedy_actions(by, submask) or submask.members
-        else:
-            greedy = table.greedy_actions(_finest(table, keys, per_action * len(mask), ""), mask)
-        selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
-        state = MetaState(regime, volatility, pressure, confidence, winrate, health)
-        return Decision(state, key, selection, epsilon, self.log_offset + 1)
+            return table.greedy_actions(by, submask) or submask.members
+        return table.greedy_actions(_finest(table, keys, per_action * len(mask), ""), mask)
 
     def _greedy_strategies(
         self, table: QTable, keys: Sequence[str], strategy_mask: ActionMask
@@ -293,21 +310,27 @@ class ModelReplica:
         winrate = self.winrate.winrate
         slope = self.equity.slope
         key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
-        epsilon = self.sizing_epsilon
         mask = sizing_action_mask(*effective_limits(self.config.risk, max_size_multiplier, max_leverage))
         table = self.sizing_table
-        if self._sizing_levels:
-            keys = [
-                key,
-                *(
-                    b.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
-                    for b in self._sizing_levels_fine_first
-                ),
-            ]
-            key_used = _finest(table, keys, self._backoff_visits * len(mask), "")
+        cached = self._sizing_greedy.get((key, mask))
+        if cached is not None and cached[0] is table and cached[1] == table.version:
+            greedy = cached[2]
         else:
-            key_used = key
-        selection = select_greedy(table.greedy_actions(key_used, mask), mask, epsilon, self._random.stream(decision_id))
+            if self._sizing_levels:
+                keys = [
+                    key,
+                    *(
+                        b.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
+                        for b in self._sizing_levels_fine_first
+                    ),
+                ]
+                key_used = _finest(table, keys, self._backoff_visits * len(mask), "")
+            else:
+                key_used = key
+            greedy = table.greedy_actions(key_used, mask)
+            self._sizing_greedy[(key, mask)] = (table, table.version, greedy)
+        epsilon = self.sizing_epsilon
+        selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
         state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         return Decision(state, key, selection, epsilon, self.log_offset + 1)
 
@@ -523,6 +546,8 @@ class ModelReplica:
     def import_state(self, state: ReplicaState) -> None:
         """Replace the learned state (a restored checkpoint); the configuration stays this replica's."""
         self.meta_table, self.sizing_table = state.meta_table, state.sizing_table
+        self._meta_greedy.clear()
+        self._sizing_greedy.clear()
         self.winrate, self.equity, self.recent_pnl = state.winrate, state.equity, state.recent_pnl
         self.episodes, self.applied = state.episodes, state.applied
         self.n_updates, self.log_offset = state.n_updates, state.log_offset

@@ -17,6 +17,7 @@ from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.rewards import risk_penalty, size_reward, volatility_adjustment
 from rl_worker.core.snapshot import decode_replica, encode_replica
+from rl_worker.core.types import STRATEGIES
 from rl_worker.sim.events import make_outcome, make_outcomes
 
 TREND = MarketFeatures(regime="TREND", volatility=0.3, trend_strength=0.7, market_pressure=0.4)
@@ -276,3 +277,76 @@ def test_a_restored_default_replica_decides_and_learns_as_the_live_one() -> None
         assert restored.decide_sizing(0.6, 0.3, 0.3, f"d{i}") == live.decide_sizing(0.6, 0.3, 0.3, f"d{i}")
     assert restored.meta_table.used()[0].tobytes() == live.meta_table.used()[0].tobytes()
     assert restored.sizing_table.used()[1].tobytes() == live.sizing_table.used()[1].tobytes()
+
+
+def _decision_stream_digest(profile: str) -> str:
+    """A recorded stream: 600 outcomes applied, and after every 3rd one a burst of decisions over several
+    regimes, features and risk limits (repeats included, so cached decisions are read); the hash of every
+    decision (state key, action, explored, propensity, epsilon, model version)."""
+    config = CoreConfig(seed=11, profile=profile)
+    replica = ModelReplica(config)
+    rng = np.random.default_rng(21)
+    records = make_outcomes(np.random.default_rng(8), config, 600)
+    regimes = ("TREND", "BREAKOUT", "RANGE", "MEAN_REVERSION")
+    digest = hashlib.sha256()
+    for offset, record in enumerate(records):
+        replica.apply(record, offset)
+        if offset % 3:
+            continue
+        for j in range(6):
+            regime = regimes[int(rng.integers(4))]
+            market = MarketFeatures(
+                regime=regime,  # type: ignore[arg-type]
+                volatility=float(rng.random()),
+                trend_strength=0.5,
+                market_pressure=float(rng.uniform(-1, 1)),
+            )
+            confidence, exposure = float(rng.random()), float(rng.random())
+            leverage = (None, 5.0, 3.0)[j % 3]
+            for repeat in range(2):
+                decision_id = f"{offset}:{j}:{repeat}"
+                meta = replica.decide_meta(market, confidence, decision_id)
+                sizing = replica.decide_sizing(confidence, exposure, market.volatility, decision_id, None, leverage)
+                for d in (meta, sizing):
+                    digest.update(repr((d.state_key, tuple(d.selection), d.epsilon, d.model_version)).encode())
+    return digest.hexdigest()
+
+
+# Recorded with the decision path before its per-state greedy cache (main at 5ebf968).
+DECISIONS_GOLDEN = {
+    "default": "95866fb6b5a8f43dd9da597a98b1811a4ba6639a1b9179cf192755c0a4e54b85",
+    "seed": "7d916bc12d79bd8a28a4aa29189bff54ab2f317f568271060af58487068c81b4",
+}
+
+
+@pytest.mark.parametrize("profile", ["default", "seed"])
+def test_decisions_on_a_recorded_stream_are_unchanged(profile: str) -> None:
+    assert _decision_stream_digest(profile) == DECISIONS_GOLDEN[profile]
+
+
+def test_a_cached_decision_equals_one_read_from_the_table() -> None:
+    """After every apply, and after a direct write to the table, the cached greedy set is the table's."""
+    config = CoreConfig(seed=3)
+    live = ModelReplica(config)
+    records = make_outcomes(np.random.default_rng(4), config, 120)
+    for offset, record in enumerate(records):
+        live.apply(record, offset)
+        first = live.decide_meta(TREND, 0.6, f"a{offset}")
+        again = live.decide_meta(TREND, 0.6, f"a{offset}")  # read from the cache
+        fresh = ModelReplica(config)
+        fresh.import_state(live.export_state())  # an empty cache
+        assert first == again == fresh.decide_meta(TREND, 0.6, f"a{offset}")
+        assert live.decide_sizing(0.6, 0.3, 0.3, f"s{offset}") == fresh.decide_sizing(0.6, 0.3, 0.3, f"s{offset}")
+    # a write outside apply (a tool) is seen too: make one allowed action greedy at every level of the state
+    keys = live._meta_keys.keys("TREND", 0.3, 0.4, 0.6, live.winrate.winrate, live.equity.health)
+    target = [a for a in live._meta_masks["TREND"].members if META_ACTIONS[a].strategy == "breakout"][-1]
+    strategy = STRATEGIES.index("breakout")
+    for key in keys:  # every row exists before the decision is cached, so the writes below create none
+        live.meta_table.ensure_row(key)
+        live.meta_table.ensure_row("S:" + key)
+    live.decide_meta(TREND, 0.6, "cached")
+    for key in keys:
+        live.meta_table.set_value(key, target, 1e6)
+        live.meta_table.set_value("S:" + key, strategy, 1e6)
+    chosen = [live.decide_meta(TREND, 0.6, f"w{i}").selection.action for i in range(50)]
+    assert chosen.count(target) >= 40  # epsilon <= 0.1: the rest are exploration draws
