@@ -291,6 +291,7 @@ class Emit:
     explored: bool = False
     policy: str = ""  # decisions and outcomes: the arm
     overridden: tuple[str, ...] = ()  # outcomes: the agents whose published action was not traded
+    outcome: Outcome | None = None  # outcomes: the record as built (`value` is its JSON), for a caller that applies it
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +482,11 @@ class PositionJoiner:
             outcome = self._outcome(row, position_id)
             record = outcome.model_dump_json()
             row.outcome = Emitted(record, src)
-            emits.append(Emit("outcome", record.encode(), policy=outcome.policy, overridden=_overridden(outcome)))
+            emits.append(
+                Emit(
+                    "outcome", record.encode(), policy=outcome.policy, overridden=_overridden(outcome), outcome=outcome
+                )
+            )
         return emits
 
     def _record(

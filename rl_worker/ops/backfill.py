@@ -13,9 +13,12 @@ execution's `size_multiplier`/`leverage`), in the state this replay computes at 
 `--actions decisions|events|both` (default both: decisions first). Positions with neither are
 counted and skipped.
 
-Order: every input record is replayed in the order of (record timestamp, topic: signals before
-executions before closes, partition, offset), and a position is learned from when its last
-event arrives, as the live worker learns from it when it completes. So the same range always
+Order: each input partition is read in offset order, as the live worker reads it, and the
+partitions are merged by (record timestamp, topic: signals before executions before closes,
+partition, offset) -- the order of a sort by that key whenever a partition's timestamps grow with
+its offsets; a position is learned from when its last event arrives, as the live worker learns
+from it when it completes. The merge streams: it holds one fetch per partition, the open
+positions' rows and the decisions not yet used, never the range. So the same range always
 gives the same learning log and a byte-identical checkpoint; a history traded one position at
 a time gives the live replica's tables bit for bit, and one with many positions open at once
 gives the same visit counts per state and action, with Q-values that differ only by the order
@@ -36,13 +39,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import json
+import struct
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -50,7 +57,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rl_worker.contract import InvalidEventError, decode_event
+from rl_worker.contract import InvalidEventError, PositionClosed, SignalGenerated, TradeExecuted, decode_event
 from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.market import MarketFeatures
@@ -84,6 +91,7 @@ __all__ = [
 
 ActionsMode = Literal["decisions", "events", "both"]
 _TOPIC_RANK = {"SIGNAL_GENERATED": 0, "TRADE_EXECUTED": 1, "POSITION_CLOSED": 2}
+_IDLE_FETCH_MS = 200  # a fetch this long that returns nothing, past the reported end: the partition's end
 
 
 class NoLoggedActionError(RlWorkerError):
@@ -124,18 +132,29 @@ class LoggedActions:
             return False
         return True
 
-    def add_event_actions(self, position_id: str, event: object) -> None:
-        """The actions an input event says the stack used (signal: strategy/model/weight; execution: size)."""
-        strategy, model, weight = (getattr(event, name, None) for name in ("strategy", "model", "weight"))
-        if strategy is not None and model is not None and weight is not None:
-            index = _META_INDEX.get((strategy, model, round(weight, 6)))
-            if index is not None:
-                self.event_actions[f"{position_id}:meta"] = index
-        size, leverage = getattr(event, "size_multiplier", None), getattr(event, "leverage", None)
-        if size is not None and leverage is not None:
-            index = _SIZING_INDEX.get((round(size, 6), round(leverage, 6)))
-            if index is not None:
-                self.event_actions[f"{position_id}:sizing"] = index
+    def forget(self, position_id: str) -> None:
+        """Drop a position's actions once it is learned (or skipped): the memory held is the open positions'."""
+        for agent in ("meta", "sizing"):
+            decision_id = f"{position_id}:{agent}"
+            self.decisions.pop(decision_id, None)
+            self.event_actions.pop(decision_id, None)
+
+    def add_event_actions(self, position_id: str, event: SignalGenerated | TradeExecuted | PositionClosed) -> None:
+        """The actions an input event says the stack used (signal and execution: strategy/model/weight;
+        execution and close: size_multiplier/leverage; a later event's overrides an earlier one's)."""
+        # attributes read by type: a missing one on a pydantic model costs a __getattr__ and an exception
+        if not isinstance(event, PositionClosed):
+            strategy, model, weight = event.strategy, event.model, event.weight
+            if strategy is not None and model is not None and weight is not None:
+                index = _META_INDEX.get((strategy, model, round(weight, 6)))
+                if index is not None:
+                    self.event_actions[f"{position_id}:meta"] = index
+        if not isinstance(event, SignalGenerated):
+            size, leverage = event.size_multiplier, event.leverage
+            if size is not None and leverage is not None:
+                index = _SIZING_INDEX.get((round(size, 6), round(leverage, 6)))
+                if index is not None:
+                    self.event_actions[f"{position_id}:sizing"] = index
 
 
 _META_INDEX = {(a.strategy, a.model, round(a.weight, 6)): i for i, a in enumerate(META_ACTIONS)}
@@ -224,80 +243,112 @@ class BackfillCounts:
 
 
 def replay_order(records: Iterable[InputRecord], expected_type: dict[str, str]) -> list[InputRecord]:
-    """The deterministic replay order: record timestamp, then signals < executions < closes, partition, offset."""
+    """The deterministic replay order of records held in memory: `merge_in_replay_order` of their partitions."""
+    by_partition: dict[tuple[str, int], list[InputRecord]] = {}
+    for record in records:
+        by_partition.setdefault((record.topic, record.partition), []).append(record)
+    for partition in by_partition.values():
+        partition.sort(key=lambda r: r.offset)
     rank = {topic: _TOPIC_RANK[kind] for topic, kind in expected_type.items()}
-    return sorted(records, key=lambda r: (r.timestamp_ms, rank[r.topic], r.partition, r.offset))
+    return list(heapq.merge(*by_partition.values(), key=replay_key(rank)))
+
+
+def replay_key(rank: dict[str, int]) -> Callable[[InputRecord], tuple[int, int, int, int]]:
+    """The merge key: (record timestamp, signals < executions < closes, partition, offset)."""
+    return lambda r: (r.timestamp_ms, rank[r.topic], r.partition, r.offset)
+
+
+class PositionReplay:
+    """Joins records fed in replay order and learns from each completed position as it completes.
+
+    Invalid events are counted and left out (the live worker dead-letters them); a position with
+    no logged action for a decision is counted as skipped and its later events are ignored. Only
+    the open positions' rows are held; a completed position leaves its id behind (to count
+    duplicates), nothing else.
+    """
+
+    def __init__(
+        self,
+        replica: LoggedPolicyReplica,
+        expected_type: dict[str, str],
+        policy: str,
+        counts: BackfillCounts,
+        max_record_bytes: int = 65536,
+    ) -> None:
+        self.replica = replica
+        self.expected_type = expected_type
+        self.counts = counts
+        self.max_record_bytes = max_record_bytes
+        self.joiner = PositionJoiner(replica, policy, lambda: 0)  # decision timestamps are not learned from
+        self.rows: dict[str, PositionRow] = {}
+        self.done: set[str] = set()
+
+    def feed(self, records: Iterable[InputRecord]) -> Iterator[tuple[str, bytes]]:
+        """Yields (position id, learning-log record) for each position `records` complete, in that order."""
+        counts, rows, done, skipped = self.counts, self.rows, self.done, self.counts.skipped_ids
+        replica, joiner, expected_type, max_bytes = self.replica, self.joiner, self.expected_type, self.max_record_bytes
+        logged = replica.logged
+        wants_events = logged.mode != "decisions"
+        for record in records:
+            counts.events += 1
+            try:
+                key = record.key
+                if key is None or len(key) > 256:
+                    raise InvalidEventError("record key is missing or too long", "InvalidKey")
+                position_id = key.decode("utf-8")
+                event = decode_event(record.value, expected_type.get(record.topic), max_bytes)
+                if event.position_id != position_id:
+                    raise InvalidEventError("record key differs from position_id", "KeyMismatch")
+            except (InvalidEventError, UnicodeDecodeError):
+                counts.invalid += 1
+                continue
+            if position_id in done:
+                counts.duplicates += 1
+                continue
+            if position_id in skipped:
+                continue
+            if wants_events:
+                logged.add_event_actions(position_id, event)
+            try:
+                result = joiner.handle(
+                    rows.get(position_id), event, (record.topic, record.partition, record.offset), record.timestamp_ms
+                )
+            except NoLoggedActionError:
+                counts.skipped += 1
+                skipped.add(position_id)
+                rows.pop(position_id, None)
+                logged.forget(position_id)
+                continue
+            except InvalidEventError:
+                counts.invalid += 1
+                continue
+            if result.status != "applied":
+                counts.duplicates += 1
+                continue
+            rows[position_id] = result.row
+            for emit in result.emits:
+                if emit.kind == "outcome":
+                    # the Outcome the join built (its JSON is `emit.value`): the values a replica
+                    # reading the log validates back, without the round trip
+                    replica.apply(emit.outcome if emit.outcome is not None else Outcome.model_validate_json(emit.value))
+                    counts.applied += 1
+                    done.add(position_id)
+                    del rows[position_id]  # only that it completed matters from here on
+                    logged.forget(position_id)
+                    yield position_id, emit.value
+        counts.incomplete = len(rows)
 
 
 def replay_positions(
-    records: list[InputRecord],
+    records: Iterable[InputRecord],
     replica: LoggedPolicyReplica,
     expected_type: dict[str, str],
     policy: str,
     counts: BackfillCounts,
     max_record_bytes: int = 65536,
-    on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[str, bytes]]:
-    """Join `records` (already in replay order) and learn from each completed position as it
-    completes; yields (position id, learning-log record) in that order.
-
-    Invalid events are counted and left out (the live worker dead-letters them); a position with
-    no logged action for a decision is counted as skipped and its later events are ignored.
-    """
-    joiner = PositionJoiner(replica, policy, lambda: 0)  # decision timestamps are not learned from
-    rows: dict[str, PositionRow] = {}
-    done: set[str] = set()
-    logged = replica.logged
-    wants_events = logged.mode != "decisions"
-    for i, record in enumerate(records):
-        counts.events += 1
-        if on_progress is not None and i % 2000 == 0:
-            on_progress(i)
-        try:
-            key = record.key
-            if key is None or len(key) > 256:
-                raise InvalidEventError("record key is missing or too long", "InvalidKey")
-            position_id = key.decode("utf-8")
-            event = decode_event(record.value, expected_type.get(record.topic), max_record_bytes)
-            if event.position_id != position_id:
-                raise InvalidEventError("record key differs from position_id", "KeyMismatch")
-        except (InvalidEventError, UnicodeDecodeError):
-            counts.invalid += 1
-            continue
-        if position_id in done:
-            counts.duplicates += 1
-            continue
-        if position_id in counts.skipped_ids:
-            continue
-        if wants_events:
-            logged.add_event_actions(position_id, event)
-        try:
-            result = joiner.handle(
-                rows.get(position_id), event, (record.topic, record.partition, record.offset), record.timestamp_ms
-            )
-        except NoLoggedActionError:
-            counts.skipped += 1
-            counts.skipped_ids.add(position_id)
-            rows.pop(position_id, None)
-            continue
-        except InvalidEventError:
-            counts.invalid += 1
-            continue
-        if result.status != "applied":
-            counts.duplicates += 1
-            continue
-        rows[position_id] = result.row
-        for emit in result.emits:
-            if emit.kind == "outcome":
-                replica.apply(Outcome.model_validate_json(emit.value))
-                counts.applied += 1
-                done.add(position_id)
-                del rows[position_id]  # only that it completed matters from here on
-                yield position_id, emit.value
-    counts.incomplete = len(rows)
-    if on_progress is not None:
-        on_progress(len(records))
-
+    """`PositionReplay` over records already in replay order; yields (position id, learning-log record)."""
+    return PositionReplay(replica, expected_type, policy, counts, max_record_bytes).feed(records)
 
 
 # ---- the batch job -------------------------------------------------------------------------------
@@ -359,7 +410,7 @@ class BackfillResult:
     decisions_read: int
     from_decisions: int
     from_events: int
-    phases: dict[str, float] = field(default_factory=dict)  # seconds: read, join and learn, write
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: read decisions, read events + join + learn, write
 
     @property
     def rate(self) -> float:
@@ -375,17 +426,25 @@ class BackfillResult:
 
 async def _true_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """The offset after each partition's last record. A reported end is only a lower bound (tansu
-    reports the last batch's base offset + 1), so read on from just before it to the last record."""
+    reports the last batch's base offset + 1), so read on from just before it to the last record:
+    until every partition's position has passed its reported end, then one short fetch that
+    returns nothing (the last batch came whole with the first fetch past the reported end)."""
     ends = dict(await consumer.end_offsets(tps))
-    for tp in tps:
-        consumer.seek(tp, max(0, ends[tp] - 1))
-    empty = 0
-    while empty < 2:  # two empty fetches of a second: a loaded machine can make one fetch come back empty
-        batch = await consumer.getmany(*tps, timeout_ms=1000, max_records=10000)
-        empty = 0 if any(batch.values()) else empty + 1
+    wanted = [tp for tp in tps if ends[tp] > 0]
+    for tp in wanted:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + 30
+    while wanted:
+        batch = await consumer.getmany(*wanted, timeout_ms=_IDLE_FETCH_MS, max_records=100_000)
         for tp, records in batch.items():
             if records:
                 ends[tp] = max(ends[tp], records[-1].offset + 1)
+        if not any(batch.values()):
+            positions = [await consumer.position(tp) for tp in wanted]
+            if all(position >= ends[tp] for position, tp in zip(positions, wanted, strict=True)):
+                return ends
+        if time.monotonic() > deadline:
+            raise CommandError(f"could not read to the end of {sorted(str(tp) for tp in wanted)}", 1)
     return ends
 
 
@@ -416,6 +475,72 @@ async def _read(
         if on_progress is not None:
             on_progress(read)
     return read
+
+
+async def _read_in_replay_order(
+    consumer: AIOKafkaConsumer,
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+    rank: dict[str, int],
+    keep: Callable[[int], bool],
+) -> AsyncIterator[tuple[list[InputRecord], int]]:
+    """The records of [start, end) of every partition, merged in replay order, in chunks (with the
+    count of records read so far, kept or not).
+
+    A k-way merge: each partition is read in offset order (as the live worker reads it) and the
+    merge takes the smallest (timestamp, topic rank, partition, offset) among the partitions'
+    next records, so it holds one fetch per partition, never the range. When every partition's
+    timestamps grow with its offsets (one stack's producer time) this is the order a sort of the
+    whole range by that key would give; otherwise each partition keeps its own order. `keep`
+    filters by record timestamp (the range's times) without changing the order.
+    """
+    key = replay_key(rank)
+    buffers: dict[TopicPartition, deque[InputRecord]] = {}
+    todo: set[TopicPartition] = set()  # partitions with records left to fetch
+    for tp, start in starts.items():
+        if start < ends[tp]:
+            consumer.seek(tp, start)
+            todo.add(tp)
+            buffers[tp] = deque()
+    heap: list[tuple[tuple[int, int, int, int], TopicPartition]] = []
+    read = idle = 0
+    while True:
+        # every partition that may still have records needs its next one before the merge can go on
+        empty = [tp for tp in todo if not buffers[tp]]
+        while empty:
+            batch = await consumer.getmany(*empty, timeout_ms=500, max_records=20000)
+            idle = 0 if any(batch.values()) else idle + 1
+            if idle > 20:
+                raise CommandError(f"reading stalled before the end of {sorted(str(tp) for tp in empty)}", 1)
+            for tp, records in batch.items():
+                end = ends[tp]
+                buffer = buffers[tp]
+                was_empty = not buffer
+                for r in records:
+                    if r.offset >= end:
+                        break
+                    read += 1
+                    if keep(r.timestamp):
+                        buffer.append(InputRecord(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value))
+                if records and records[-1].offset >= end - 1:
+                    todo.discard(tp)
+                if was_empty and buffer:
+                    heapq.heappush(heap, (key(buffer[0]), tp))
+            empty = [tp for tp in todo if not buffers[tp]]
+        if not heap:
+            return
+        chunk: list[InputRecord] = []
+        while heap:
+            _, tp = heap[0]
+            buffer = buffers[tp]
+            chunk.append(buffer.popleft())
+            if buffer:
+                heapq.heapreplace(heap, (key(buffer[0]), tp))
+            else:
+                heapq.heappop(heap)
+                if tp in todo:
+                    break  # its next record is not fetched yet
+        yield chunk, read
 
 
 async def _starts(
@@ -475,7 +600,7 @@ async def run_backfill(
     store = open_store(settings, redis_namespace(target_app_id))
     consumer = AIOKafkaConsumer(
         **kafka_options(settings), enable_auto_commit=False, fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024, auto_offset_reset="none",
+        max_partition_fetch_bytes=2 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024, auto_offset_reset="none",
     )
     admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10000)
     try:
@@ -501,47 +626,39 @@ async def run_backfill(
             if (await consumer.end_offsets([log_tp]))[log_tp] > 0:
                 raise CommandError(f"target learning log {log_topic} already has records: backfill into a new app id")
 
-        # 1. the input range, read in full (a bounded batch), then put in replay order
+        # 1. where the range starts and ends, on the input and decisions partitions alike
         partition_counts = {
             described["topic"]: len(described["partitions"])
             for described in await admin.describe_topics([*inputs, topics.decisions] if actions != "events" else inputs)
         }
-        input_tps = [
-            TopicPartition(t, p) for t in inputs for p in range(partition_counts[t])
-        ]
-        consumer.assign(input_tps + (
+        input_tps = [TopicPartition(t, p) for t in inputs for p in range(partition_counts[t])]
+        decision_tps = (
             [TopicPartition(topics.decisions, p) for p in range(partition_counts[topics.decisions])]
             if actions != "events" else []
-        ))
-        input_ends = await _true_ends(consumer, input_tps)
+        )
+        consumer.assign(input_tps + decision_tps)
+        t_read = time.perf_counter()
+        all_ends = await _true_ends(consumer, input_tps + decision_tps)
+        input_ends = {tp: all_ends[tp] for tp in input_tps}
         input_starts = await _starts(consumer, input_tps, begin, input_ends)
         total = sum(max(0, input_ends[tp] - input_starts[tp]) for tp in input_tps)
-        records: list[InputRecord] = []
         from_ms = begin.time_ms
 
-        def keep(tp: TopicPartition, r: object) -> None:
-            ts = r.timestamp  # type: ignore[attr-defined]
-            if (from_ms is not None and ts < from_ms) or (to_ms is not None and ts >= to_ms):
-                return
-            records.append(InputRecord(tp.topic, tp.partition, r.offset, ts, r.key, r.value))  # type: ignore[attr-defined]
+        def keep(ts: int) -> bool:
+            return not ((from_ms is not None and ts < from_ms) or (to_ms is not None and ts >= to_ms))
 
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console, disable=not show_progress,
         )
         phases: dict[str, float] = {}
-        with progress:
-            t_read = time.perf_counter()
-            reading = progress.add_task("reading events", total=total, rate="")
-            events_read = await _read(consumer, input_starts, input_ends, keep,
-                                      lambda n: progress.update(reading, completed=n))
-
-            # 2. the published decisions (their ids name the position and agent)
+        with progress, tempfile.TemporaryFile() as spool:
+            # 2. the published decisions (their ids name the position and agent), held until their
+            #    position is learned
             logged = LoggedActions(actions)
             decisions_read = 0
             if actions != "events":
-                decision_tps = [TopicPartition(topics.decisions, p) for p in range(partition_counts[topics.decisions])]
-                decision_ends = await _true_ends(consumer, decision_tps)
+                decision_ends = {tp: all_ends[tp] for tp in decision_tps}
                 decision_begin = begin if begin.kind == "time" else RangeStart("earliest")
                 decision_starts = await _starts(consumer, decision_tps, decision_begin, decision_ends)
                 reading_decisions = progress.add_task(
@@ -553,32 +670,39 @@ async def run_backfill(
                     lambda tp, r: logged.add_decision_record(r.value),
                     lambda n: progress.update(reading_decisions, completed=n),
                 )
+                consumer.pause(*decision_tps)  # read: no more fetches for them
+            phases["read decisions"] = time.perf_counter() - t_read
 
-            # 3. join and learn, in replay order
-            phases["read"] = time.perf_counter() - t_read
-            ordered = replay_order(records, expected_type)
+            # 3. the input range, streamed in replay order: joined, learned from, and each learned
+            #    position's log record spooled to a file (the log is written only once all is learned)
             replica = LoggedPolicyReplica(settings.core, logged)
             counts = BackfillCounts()
-            joining = progress.add_task("positions", total=len(ordered), rate="")
+            replay = PositionReplay(replica, expected_type, settings.policy, counts, settings.max_record_bytes)
+            joining = progress.add_task("events", total=total, rate="")
             t0 = time.perf_counter()
-
-            def report(n: int) -> None:
+            rank = {topic: _TOPIC_RANK[kind] for topic, kind in expected_type.items()}
+            events_read = 0
+            n_outcomes = 0
+            async for chunk, events_read in _read_in_replay_order(consumer, input_starts, input_ends, rank, keep):
+                for position_id, value in replay.feed(chunk):
+                    key = position_id.encode()
+                    spool.write(struct.pack(">II", len(key), len(value)))
+                    spool.write(key)
+                    spool.write(value)
+                    n_outcomes += 1
                 elapsed = time.perf_counter() - t0
-                rate = f"{counts.applied / elapsed:,.0f} positions/s" if elapsed > 0 else ""
-                progress.update(joining, completed=n, rate=rate)
-
-            outcomes = list(replay_positions(
-                ordered, replica, expected_type, settings.policy, counts, settings.max_record_bytes, report
-            ))
-            phases["join and learn"] = time.perf_counter() - t0
-            if not outcomes:
+                progress.update(joining, completed=events_read,
+                                rate=f"{counts.applied / elapsed:,.0f} positions/s" if elapsed > 0 else "")
+            counts.incomplete = len(replay.rows)
+            phases["read events, join and learn"] = time.perf_counter() - t0
+            if not n_outcomes:
                 raise CommandError(
-                    f"no completed position in the range ({len(ordered)} events, {counts.skipped} positions "
+                    f"no completed position in the range ({counts.events} events, {counts.skipped} positions "
                     f"without actions, {counts.incomplete} incomplete): nothing written"
                 )
 
             # 4. the target's learning log, then its checkpoint
-            writing = progress.add_task("writing learning log", total=len(outcomes), rate="")
+            writing = progress.add_task("writing learning log", total=n_outcomes, rate="")
             if log_topic not in existing:
                 try:
                     await admin.create_topics([NewTopic(log_topic, 1, 1, topic_configs={
@@ -586,11 +710,12 @@ async def run_backfill(
                 except TopicAlreadyExistsError:
                     pass
             t_write = time.perf_counter()
-            last_offset = await _write_log(settings, log_topic, outcomes,
+            spool.seek(0)
+            last_offset = await _write_log(settings, log_topic, _spooled(spool), n_outcomes,
                                            lambda n: progress.update(writing, completed=n))
-        if last_offset != len(outcomes) - 1 or replica.log_offset != last_offset:
+        if last_offset != n_outcomes - 1 or replica.log_offset != last_offset:
             raise CommandError(
-                f"{log_topic} took the records at offsets up to {last_offset}, expected {len(outcomes) - 1}: "
+                f"{log_topic} took the records at offsets up to {last_offset}, expected {n_outcomes - 1}: "
                 "another writer? The checkpoint was not written", 1
             )
         data = encode_replica(replica)
@@ -609,8 +734,16 @@ async def run_backfill(
     )
 
 
+def _spooled(spool: IO[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of each spooled learning-log record, in the order written."""
+    while header := spool.read(8):
+        key_size, value_size = struct.unpack(">II", header)
+        yield spool.read(key_size), spool.read(value_size)
+
+
 async def _write_log(
-    settings: Settings, topic: str, outcomes: list[tuple[str, bytes]], on_progress: Callable[[int], None]
+    settings: Settings, topic: str, records: Iterable[tuple[bytes, bytes]], total: int,
+    on_progress: Callable[[int], None],
 ) -> int:
     producer = AIOKafkaProducer(
         **kafka_options(settings), acks="all", linger_ms=20, max_batch_size=1024 * 1024,
@@ -620,9 +753,9 @@ async def _write_log(
         await producer.start()
         last = -1
         pending = []
-        for i, (position_id, value) in enumerate(outcomes, start=1):
-            pending.append(await producer.send(topic, value, key=position_id.encode(), partition=0))
-            if len(pending) >= 5000 or i == len(outcomes):
+        for i, (key, value) in enumerate(records, start=1):
+            pending.append(await producer.send(topic, value, key=key, partition=0))
+            if len(pending) >= 5000 or i == total:
                 for metadata in await asyncio.gather(*pending):
                     last = max(last, metadata.offset)
                 pending.clear()
