@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_core.py            # full run (7 repeats, 20,000 records)
     .venv/bin/python scripts/bench_core.py --quick    # smoke run (5 repeats, 4,000 records)
-    .venv/bin/python scripts/bench_core.py --table-json docs/bench/bench_core.json   # + the result file
+    .venv/bin/python scripts/bench_core.py --json docs/bench/bench_core.json   # + the result file
 
 The same-run ceiling of applying records is the raw JSON parse of the same records (stdlib
 `json.loads` of the bytes the worker writes to the learning log): a replica cannot apply a
@@ -24,7 +24,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +35,6 @@ from rl_worker.core.outcome import Outcome
 from rl_worker.core.qlearning import DecisionRandom, QTable, select_greedy
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica, encode_replica
-from rl_worker.ops.verification_report import write_result
 from rl_worker.sim.events import make_outcome
 
 TARGET_APPLY_PER_S = 100_000
@@ -251,14 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer records and calls (a smoke run)")
     parser.add_argument("--runs", type=int, default=None, help="repeats per figure (at least 5)")
-    parser.add_argument("--table-json", default=None, metavar="PATH",
-                        help="write the figures with their same-run ceilings (docs/bench/*.json: the README table)")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="write the figures with their same-run ceilings (docs/bench/bench_core.json: the README "
+                             "table and docs/VERIFICATION_REPORT.md are made from it)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="what to time (default cpu)")
     parser.add_argument(
         "--profile", choices=("default", "seed"), default="default", help="learning profile (RL_CORE__PROFILE)"
     )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="also write the figures as JSON (docs/VERIFICATION_REPORT.md reads results/)")
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
@@ -268,13 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     results = run(runs, n_records, calls, args.profile)
     print_report(results)
     if args.json:
-        write_result(args.json, "bench_core", results | {"clock": args.clock, "profile": args.profile}, argv)
-    if args.table_json:
-        from rl_worker.ops.perf_table import write_result as write_table
+        from rl_worker.ops.perf_table import write_result
 
         command = shlex.join(["python", "scripts/bench_core.py", *(argv if argv is not None else sys.argv[1:])])
-        write_table(args.table_json, result_document(results, command, args.profile, args.clock))
-        print(f"wrote {args.table_json}")
+        write_result(args.json, result_document(results, command, args.profile, args.clock))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -32,8 +32,9 @@ Each run measures, on fresh topics of the same broker:
     follower's settings reading the same outcome log and `json.loads`-ing every record (first
     fetch to last record parsed).
 
-`--json PATH` writes every figure with its same-run ceiling and the ratio to it
-(rl_worker.ops.perf_table renders the README's table from docs/bench/bench_worker.json).
+`--json PATH` writes every figure with its same-run ceiling and the ratio to it, in the one
+result format of rl_worker.ops.perf_table: the README's table and docs/VERIFICATION_REPORT.md are
+rendered from docs/bench/bench_worker.json.
 
 Figures are medians over the runs. Everything talks to 127.0.0.1 only (the broker, the worker
 and its web port, Redis); every process started here is stopped at the end.
@@ -66,7 +67,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rl_worker.ops.services import EmbeddedBroker, WorkerProcess
-from rl_worker.ops.verification_report import write_result
 from rl_worker.settings import TopicNames
 from rl_worker.sim import events as factories
 
@@ -771,11 +771,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, metavar="DIR", help="py-spy the worker during (b) into DIR")
     parser.add_argument("--worker-env", action="append", default=[], metavar="RL_X=V",
                         help="extra environment of the worker (repeatable)")
-    parser.add_argument("--table-json", default=None, metavar="PATH",
-                        help="write the figures with their same-run ceilings (docs/bench/*.json: the README table)")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="write the figures with their same-run ceilings (docs/bench/bench_worker.json: the README "
+                             "table and docs/VERIFICATION_REPORT.md are made from it)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="also write every run and the medians as JSON (results/ feeds the verification report)")
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     sizes = dataclasses.replace(QUICK if args.quick else FULL)
@@ -803,20 +802,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     report(results, sizes)
     if args.json:
-        runs = [dataclasses.asdict(r) for r in results]
-        medians = {
-            k: statistics.median(v for r in runs if (v := r[k]) == v)  # NaN != NaN: parts not run
-            for k, value in runs[0].items()
-            if isinstance(value, int | float) and any(r[k] == r[k] for r in runs)
-        }
-        write_result(args.json, "bench_worker", {"medians": medians, "runs": runs,
-                                                  "sizes": dataclasses.asdict(sizes), "parts": args.parts}, argv)
-    if args.table_json:
-        from rl_worker.ops.perf_table import write_result as write_table
+        from rl_worker.ops.perf_table import write_result
 
         command = shlex.join(["python", "scripts/bench_worker.py", *(argv if argv is not None else sys.argv[1:])])
-        write_table(args.table_json, result_document(results, sizes, command))
-        print(f"wrote {args.table_json}")
+        write_result(args.json, result_document(results, sizes, command))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -1,9 +1,11 @@
-"""The benchmark result files (`docs/bench/*.json`) and the README performance table made from them.
+"""The benchmark result files (`docs/bench/*.json`), their one format, and the README performance table.
 
-`scripts/bench_core.py --table-json docs/bench/bench_core.json` and `scripts/bench_worker.py --json
-docs/bench/bench_worker.json` write one file each; every figure carries its unit, its aim and,
-where it has one, the name of the ceiling measured in the same run and the ratio to it (the
-machine is shared: absolute figures move with its load, ratios much less).
+`scripts/bench_core.py --json docs/bench/bench_core.json` and `scripts/bench_worker.py --json
+docs/bench/bench_worker.json` write one file each with `write_result(path, result_document(...))`;
+every figure carries its unit, its aim, every run's value and, where it has one, the name of the
+ceiling measured in the same run and the ratio to it (the machine is shared: absolute figures
+move with its load, ratios much less). The README table (here) and docs/VERIFICATION_REPORT.md
+(`rl_worker.ops.verification_report`) are both rendered from these files.
 
     python -m rl_worker.ops.perf_table            # rewrite the table between the README's markers
     python -m rl_worker.ops.perf_table --check    # exit 1 when README and the JSON files differ
@@ -18,6 +20,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +32,8 @@ __all__ = [
     "BENCH_FILES",
     "END_MARKER",
     "Figure",
+    "figure",
+    "figure_rows",
     "render_table",
     "replace_table",
     "result_document",
@@ -63,6 +68,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+def commit() -> str:
+    """The short commit id of the code measured ("unknown" outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def result_document(bench: str, command: str, figures: Mapping[str, Figure], **extra: Any) -> dict[str, Any]:
     """The JSON document of one benchmark run; ratios to the same-run ceilings are filled in here."""
     out: dict[str, Figure] = {}
@@ -80,6 +96,7 @@ def result_document(bench: str, command: str, figures: Mapping[str, Figure], **e
         "bench": bench,
         "command": command,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": commit(),
         "machine": machine(),
         **extra,
         "figures": out,
@@ -127,6 +144,24 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:,g} {unit}".strip()
 
 
+def figure_rows(doc: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(measure, figure, same-run ceiling, ratio, aim) for each figure of one result document."""
+    figures = doc["figures"]
+    rows = []
+    for fig in figures.values():
+        ceiling = fig.get("ceiling")
+        base = figures[ceiling] if ceiling else None
+        ratio = fig.get("ratio")
+        rows.append((
+            fig["label"],
+            format_value(fig["value"], fig["unit"]),
+            "" if base is None else format_value(base["value"], base["unit"]),
+            "" if ratio is None else f"{ratio:.2f}",
+            fig.get("aim", ""),
+        ))
+    return rows
+
+
 def render_table(documents: Sequence[Mapping[str, Any]]) -> str:
     """The markdown table (and its one-line provenance) for the README."""
     lines = []
@@ -138,21 +173,8 @@ def render_table(documents: Sequence[Mapping[str, Any]]) -> str:
         )
     lines += ["", "| benchmark | measure | figure | same-run ceiling | ratio | aim |", "|---|---|---|---|---|---|"]
     for doc in documents:
-        figures = doc["figures"]
-        for fig in figures.values():
-            ceiling = fig.get("ceiling")
-            base = figures[ceiling] if ceiling else None
-            ratio = fig.get("ratio")
-            lines.append(
-                "| {bench} | {label} | {value} | {base} | {ratio} | {aim} |".format(
-                    bench=doc["bench"],
-                    label=fig["label"],
-                    value=format_value(fig["value"], fig["unit"]),
-                    base="" if base is None else format_value(base["value"], base["unit"]),
-                    ratio="" if ratio is None else f"{ratio:.2f}",
-                    aim=fig.get("aim", ""),
-                )
-            )
+        for label, value, base, ratio, aim in figure_rows(doc):
+            lines.append(f"| {doc['bench']} | {label} | {value} | {base} | {ratio} | {aim} |")
     return "\n".join(lines)
 
 

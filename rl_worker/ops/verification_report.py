@@ -6,10 +6,11 @@
 
 Every property the tests prove is listed with the tests that prove it (a test that no longer
 exists fails tests/unit/test_verification_report.py) and, when `results/tests.json` holds a
-recorded run, its outcome. Every figure comes from a JSON file in `results/` written by the
-script named beside it; a figure with no file says so. Scripts write their file with
-`write_result` (bench_core.py, bench_worker.py) or their own `--out` (offline_learning.py,
-ab_validity.py), copied to `results/`.
+recorded run, its outcome. Every figure comes from a JSON file written by the script named
+beside it; a figure with no file says so. The benchmarks (bench_core.py, bench_worker.py) write
+the one result format of `rl_worker.ops.perf_table` to `docs/bench/`, the same files the README's
+performance table is made from; offline_learning.py and ab_validity.py write their own `--out`
+to `results/`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROPERTIES", "SOURCES", "render_report", "write_result"]
+from rl_worker.ops.perf_table import figure_rows
+
+__all__ = ["PROPERTIES", "SOURCES", "render_report"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_PATH = ROOT / "docs" / "VERIFICATION_REPORT.md"
 RESULTS = ROOT / "results"
+BENCH_DIR = ROOT / "docs" / "bench"
 
 
 def _commit() -> str:
@@ -48,21 +52,6 @@ def _commit() -> str:
 def machine() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_1m": round(load[0], 2)}
-
-
-def write_result(path: Path, script: str, figures: dict[str, Any], argv: Sequence[str] | None = None) -> None:
-    """Write a script's figures with what produced them: command, time, commit, machine and its load."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    body = {
-        "script": script,
-        "command": " ".join([f"scripts/{script}.py", *args]),
-        "taken_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(),
-        "machine": machine(),
-        "figures": figures,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(body, indent=2, default=float) + "\n")
 
 
 # ---- the properties and the tests that prove them --------------------------------------------------
@@ -227,40 +216,12 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def render_bench_core(result: dict[str, Any]) -> list[str]:
-    f = result["figures"]
-    rows = [
-        ("one meta decision in the core (state, generator, selection)", f"{_fmt(f['decide_meta_us'], '.1f')} µs",
-         "< 10 µs"),
-        ("one sizing decision in the core", f"{_fmt(f['decide_sizing_us'], '.1f')} µs", "< 10 µs"),
-        ("one TD update", f"{_fmt(f['td_update_us'], '.2f')} µs", ""),
-        (f"records applied per second by one replica ({int(f['records']):,} pre-built records)",
-         f"{_fmt(f['apply_per_s'], ',.0f')}/s", "≥ 100,000/s"),
-        ("snapshot encode / decode", f"{_fmt(f['snapshot_encode_ms'], '.1f')} / "
-         f"{_fmt(f['snapshot_decode_ms'], '.1f')} ms", ""),
-    ]
-    profile = f["profile"] if "profile" in f else "default"
-    return [f"Learning profile `{profile}`.", "", *_table(("measure", "figure", "aim"), rows)]
-
-
-def render_bench_worker(result: dict[str, Any]) -> list[str]:
-    m = result["figures"]["medians"]
-    a, b = m.get("passthrough_per_s"), m.get("worker_per_s")
-    ratio = b / a if a and b else None
-    rows = [
-        ("(a) raw aiokafka consume → JSON → produce: the ceiling", f"{_fmt(a, ',.0f')}/s", "ceiling"),
-        ("(b) worker signal → decision, one process", f"{_fmt(b, ',.0f')}/s", ""),
-        ("(b)/(a)", _fmt(ratio, ".2f"), "≥ 0.33"),
-        ("signal → decision at a steady rate, p50 / p99, broker timestamps",
-         f"{_fmt(m.get('ts_p50_ms'), '.1f')} / {_fmt(m.get('ts_p99_ms'), '.1f')} ms", "p99 < 20 ms"),
-        ("the same, end to end at the benchmark's consumer",
-         f"{_fmt(m.get('e2e_p50_ms'), '.1f')} / {_fmt(m.get('e2e_p99_ms'), '.1f')} ms", ""),
-        ("outcomes applied per second by a replica from the log", f"{_fmt(m.get('outcomes_per_s'), ',.0f')}/s",
-         "≥ 50,000/s"),
-        ("worker process start → first decision", f"{_fmt(m.get('first_decision_s'), '.1f')} s", "a few seconds"),
-        ("worker CPU when idle (cores)", _fmt(m.get("idle_cpu"), ".3f"), ""),
-    ]
-    return _table(("measure", "median", "aim"), rows)
+def render_bench(result: dict[str, Any]) -> list[str]:
+    """A benchmark's result file (rl_worker.ops.perf_table's format): every figure beside its same-run ceiling."""
+    rows = figure_rows(result)
+    extra = [f"{k} `{result[k]}`" for k in ("profile", "clock", "broker") if k in result]
+    head = [f"Medians of {result.get('runs', '?')} run(s)" + (f"; {', '.join(extra)}" if extra else "") + ".", ""]
+    return head + _table(("measure", "figure", "same-run ceiling", "ratio", "aim"), rows)
 
 
 def render_offline_learning(result: dict[str, Any]) -> list[str]:
@@ -302,21 +263,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 @dataclass(frozen=True)
 class Source:
-    file: str  # in results/
+    file: str  # in results/, or in docs/bench/ for a benchmark (`bench=True`)
     title: str
     command: str
     render: Callable[[dict[str, Any]], list[str]]
     note: str = ""  # where the file came from, when the script does not record it itself
+    bench: bool = False  # a benchmark result in docs/bench/ (perf_table's format)
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("bench_core.json", "The RL core (CPU time, medians of 7 runs)",
-           ".venv/bin/python scripts/bench_core.py --json results/bench_core.json", render_bench_core),
-    Source("bench_worker.json", "The worker on the embedded broker (medians of 3 runs)",
-           ".venv/bin/python scripts/bench_worker.py --json results/bench_worker.json", render_bench_worker,
-           "A run started at 02:41 UTC on the shared machine (load average about 20 on 2 cores) spent 636 s "
-           "preparing its inputs and was stopped before its first measurement; the README's *Performance* "
-           "section has the figures of an earlier run on an idle machine."),
+    Source("bench_core.json", "The RL core (CPU time)",
+           ".venv/bin/python scripts/bench_core.py --json docs/bench/bench_core.json", render_bench, bench=True),
+    Source("bench_worker.json", "The worker, the learning log and the brokers",
+           ".venv/bin/python scripts/bench_worker.py --json docs/bench/bench_worker.json", render_bench, bench=True),
     Source("offline_learning.json", "Learning offline: every simulator preset x learner x agent",
            ".venv/bin/python scripts/offline_learning.py --seeds 1,2 --out results/offline_learning.json",
            render_offline_learning,
@@ -336,8 +295,10 @@ SOURCES: tuple[Source, ...] = (
 
 def _provenance(result: dict[str, Any]) -> str:
     m = result.get("machine", {})
-    return (f"Measured {result.get('taken_at', '?')} at commit `{result.get('commit', '?')}` on {m.get('cpus', '?')} "
-            f"CPUs (1-minute load average {m.get('loadavg_1m', '?')} at the end: other work shared the machine).")
+    load = m.get("loadavg_1m", (m.get("loadavg_1_5_15") or ["?"])[0])
+    return (f"Measured {result.get('taken_at') or result.get('measured_at', '?')} at commit "
+            f"`{result.get('commit', '?')}` on {m.get('cpus', '?')} CPUs (1-minute load average {load} at the end: "
+            "other work shared the machine).")
 
 
 # ---- the document ----------------------------------------------------------------------------------
@@ -347,8 +308,9 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
     return {p.name: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
 
 
-def render_report(results_dir: Path = RESULTS) -> str:
+def render_report(results_dir: Path = RESULTS, bench_dir: Path = BENCH_DIR) -> str:
     results = load_results(results_dir)
+    benches = load_results(bench_dir) if bench_dir.exists() else {}
     tests = results.get("tests.json")
     lines = [
         "# Verification report",
@@ -357,7 +319,8 @@ def render_report(results_dir: Path = RESULTS) -> str:
         "     tests/unit/test_verification_report.py fails when this file and results/ drift apart. -->",
         "",
         "What the tests prove and what the benchmarks measured, each with the command that reproduces",
-        "it. Every figure below is read from a JSON file in `results/` that the named command wrote on",
+        "it. Every figure below is read from a JSON file (`docs/bench/` for the benchmarks, the files the",
+        "README's performance table is made from; `results/` for the rest) that the named command wrote on",
         "this project's machine (2 cores); none is typed in by hand.",
         "",
         "## Properties the tests prove",
@@ -390,13 +353,14 @@ def render_report(results_dir: Path = RESULTS) -> str:
     lines += ["## Figures", ""]
     for source in SOURCES:
         lines += [f"### {source.title}", "", f"`{source.command}`", ""]
-        result = results.get(source.file)
+        result = (benches if source.bench else results).get(source.file)
+        where = "docs/bench" if source.bench else "results"
         if result is None:
-            lines += [f"Not measured yet: `results/{source.file}` does not exist." + (f" {source.note}" if source.note
-                                                                                      else ""), ""]
+            lines += [f"Not measured yet: `{where}/{source.file}` does not exist." + (f" {source.note}" if source.note
+                                                                                       else ""), ""]
             continue
-        provenance = _provenance(result) if "taken_at" in result else ""
-        if "seconds" in result and "taken_at" not in result:
+        provenance = _provenance(result) if ("taken_at" in result or "measured_at" in result) else ""
+        if "seconds" in result and not provenance:
             provenance = f"The script ran {result['seconds'] / 60:.0f} minutes."
         lines += [*source.render(result), "", " ".join(x for x in (provenance, source.note) if x), ""]
     return "\n".join(lines).rstrip() + "\n"

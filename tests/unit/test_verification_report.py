@@ -12,8 +12,8 @@ from rl_worker.ops.verification_report import (
     junit_to_results,
     missing_tests,
     render_report,
-    write_result,
 )
+from rl_worker.ops.perf_table import figure, result_document, write_result
 
 
 def test_report_is_in_step_with_results() -> None:
@@ -31,10 +31,13 @@ def test_every_cited_test_exists() -> None:
 
 
 def test_figures_and_outcomes_come_from_the_files(tmp_path: Path) -> None:
-    figures = {"select_action_us": 1.0, "decide_meta_us": 4.25, "decide_sizing_us": 4.5, "td_update_us": 0.75,
-               "apply_us": 12.0, "apply_per_s": 83_333.0, "snapshot_encode_ms": 3.0, "snapshot_decode_ms": 4.0,
-               "records": 20_000, "meta_states": 10, "sizing_states": 10, "snapshot_kib": 50.0, "runs": 7}
-    write_result(tmp_path / "bench_core.json", "bench_core", figures, ["--json", "x"])
+    # a benchmark writes the one result format (the README table's) to the bench directory
+    figures = {"json_parse_per_s": figure("json.loads of the same records", 250_000.0, "/s"),
+               "apply_per_s": figure("records applied per second", 83_333.0, "/s", ceiling="json_parse_per_s"),
+               "decide_meta_us": figure("one meta decision", 4.25, "us", aim="< 10 µs")}
+    bench = tmp_path / "bench"
+    write_result(bench / "bench_core.json", result_document("bench_core", "python scripts/bench_core.py", figures,
+                                                             runs=7))
     junit = tmp_path / "junit.xml"
     junit.write_text(
         '<testsuites><testsuite><testcase classname="tests.integration.test_decisions" '
@@ -43,9 +46,11 @@ def test_figures_and_outcomes_come_from_the_files(tmp_path: Path) -> None:
         ' time="3"><failure message="boom"/></testcase></testsuite></testsuites>'
     )
     (tmp_path / "tests.json").write_text(json.dumps(junit_to_results(junit, "scripts/test.sh -q")))
-    text = render_report(tmp_path)
-    assert "83,333/s" in text and "4.2 µs" in text  # 4.25 rounds half to even
+    text = render_report(tmp_path, bench)
+    row = next(line for line in text.splitlines() if line.startswith("| records applied per second"))
+    assert row == "| records applied per second | 83,333/s | 250,000/s | 0.33 |  |"  # the ratio to its ceiling
+    assert "4.25 µs" in text
     assert "1 passed, 1 failed, 0 skipped" in text
     row = next(line for line in text.splitlines() if line.startswith("| Incomplete positions expire"))
     assert "0/1 passed" in row
-    assert "Not measured yet: `results/bench_worker.json`" in text
+    assert "Not measured yet: `docs/bench/bench_worker.json`" in text
