@@ -18,12 +18,15 @@ benchmark spends descheduled. Targets: >= 100,000 applied records/s for one repl
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -162,6 +165,84 @@ def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict
     }
 
 
+def rss_mib() -> float:
+    """This process's resident set size (Linux /proc; NaN elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_scale(runs: int, open_positions: int, states: int) -> dict[str, float]:
+    """Memory and snapshots at scale (issue 12, part 4), each measured here on its own:
+
+    - the rows of `open_positions` open positions as the worker's positions table holds them
+      (the join's row after the signal, as changelog bytes, plus its expiry entry): RSS growth;
+    - a replica holding `states` Q-table states (half meta, half sizing, each row updated once):
+      RSS growth, snapshot size, encode and decode time.
+    """
+    from rl_worker.contract import decode_event
+    from rl_worker.core.actions import meta_action_mask, sizing_action_mask
+    from rl_worker.positions import PositionJoiner, encode_row
+    from rl_worker.sim import events as factories
+
+    config = CoreConfig.model_validate({"seed": 3})
+    gc.collect()
+    joiner = PositionJoiner(ModelReplica(config), "rl", lambda: 0)
+    rng = np.random.default_rng(5)
+    signals = [factories.encode(factories.signal(f"pos-{i % 500}", rng)) for i in range(500)]
+    before = rss_mib()
+    rows: dict[str, bytes] = {}
+    expiry: dict[str, tuple[int, bool, int]] = {}
+    for i in range(open_positions):
+        event = decode_event(signals[i % 500]).model_copy(update={"position_id": f"pos-{i:07d}"})
+        row = joiner.handle(None, event, ("signals", i % 8, i), 1_795_000_000_000 + i).row
+        rows[event.position_id] = encode_row(row)
+        expiry[event.position_id] = (row.updated_ms, False, row.partition)
+    gc.collect()
+    rows_mib = rss_mib() - before
+    row_bytes = statistics.mean(len(v) for v in list(rows.values())[:1000])
+    del rows, expiry, joiner
+    gc.collect()
+
+    before = rss_mib()
+    replica = ModelReplica(config)
+    meta_mask = meta_action_mask(next(iter(config.regime_strategies)), config)
+    sizing_mask = sizing_action_mask(config.risk.max_size_multiplier, config.risk.max_leverage)
+    half = states // 2
+    for i in range(half):
+        key = f"BREAKOUT|v{i}p0c0w0h0"
+        replica.meta_table.td_update(key, meta_mask.members[i % len(meta_mask)], 0.1, key, meta_mask, 0.1, 0.9, True)
+        key = f"c{i}e0w0v0s0"
+        replica.sizing_table.td_update(key, sizing_mask.members[i % len(sizing_mask)], 0.1, key, sizing_mask, 0.1,
+                                       0.9, True)
+    gc.collect()
+    replica_mib = rss_mib() - before
+    snapshot = encode_replica(replica)
+
+    def encode_ms() -> float:
+        start = clock()
+        encode_replica(replica)
+        return (clock() - start) * 1e3
+
+    def decode_ms() -> float:
+        start = clock()
+        decode_replica(snapshot, config)
+        return (clock() - start) * 1e3
+
+    return {
+        "open_positions": float(open_positions),
+        "rows_rss_mib": rows_mib,
+        "row_bytes": row_bytes,
+        "states": float(len(replica.meta_table) + len(replica.sizing_table)),
+        "replica_rss_mib": replica_mib,
+        "big_snapshot_kib": len(snapshot) / 1024,
+        "big_snapshot_encode_ms": median_of(min(runs, 3), encode_ms),
+        "big_snapshot_decode_ms": median_of(min(runs, 3), decode_ms),
+    }
+
+
 def print_report(results: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -196,6 +277,16 @@ def print_report(results: dict[str, float]) -> None:
         ),
         ("snapshot decode", f"{results['snapshot_decode_ms']:.2f} ms", ""),
     ]
+    if "open_positions" in results:
+        rows += [
+            (f"RSS growth: {int(results['open_positions']):,} open positions' rows as the worker holds them "
+             f"(~{results['row_bytes']:.0f} B each)", f"{results['rows_rss_mib']:,.0f} MiB", ""),
+            (f"RSS growth: a replica with {int(results['states']):,} Q-table states",
+             f"{results['replica_rss_mib']:,.0f} MiB", ""),
+            (f"snapshot at {int(results['states']):,} states: size / encode / decode",
+             f"{results['big_snapshot_kib']:,.0f} KiB / {results['big_snapshot_encode_ms']:.0f} ms / "
+             f"{results['big_snapshot_decode_ms']:.0f} ms", ""),
+        ]
     for row in rows:
         table.add_row(*row)
     Console().print(table)
@@ -233,16 +324,23 @@ def result_document(results: dict[str, float], command: str, profile: str, clock
             f"{results['snapshot_kib']:,.0f} KiB)", results["snapshot_encode_ms"], "ms"),
         "snapshot_decode_ms": figure("core: snapshot decode", results["snapshot_decode_ms"], "ms"),
     }
-    for name in ("rss_positions_mib", "rss_replica_mib", "big_snapshot_kib", "big_snapshot_encode_ms",
-                 "big_snapshot_decode_ms"):
-        if name in results:
-            figures[name] = figure(SCALE_LABELS[name], results[name], SCALE_UNITS[name])
+    if "open_positions" in results:
+        positions, states = int(results["open_positions"]), int(results["states"])
+        figures |= {
+            "rows_rss_mib": figure(f"scale: RSS growth holding {positions:,} open positions' rows as the worker does "
+                                   f"(changelog bytes, ~{results['row_bytes']:.0f} B each, + expiry index)",
+                                   results["rows_rss_mib"], "MiB"),
+            "replica_rss_mib": figure(f"scale: RSS growth of a replica with {states:,} Q-table states",
+                                      results["replica_rss_mib"], "MiB"),
+            "big_snapshot_kib": figure(f"scale: snapshot size at {states:,} states", results["big_snapshot_kib"],
+                                       "KiB"),
+            "big_snapshot_encode_ms": figure(f"scale: snapshot encode at {states:,} states",
+                                             results["big_snapshot_encode_ms"], "ms"),
+            "big_snapshot_decode_ms": figure(f"scale: snapshot decode at {states:,} states",
+                                             results["big_snapshot_decode_ms"], "ms"),
+        }
     return result_document("bench_core", command, figures, runs=int(results["runs"]), profile=profile,
                            clock=clock_name, records=n)
-
-
-SCALE_LABELS: dict[str, str] = {}
-SCALE_UNITS: dict[str, str] = {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the figures with their same-run ceilings (docs/bench/bench_core.json: the README "
                              "table and docs/VERIFICATION_REPORT.md are made from it)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="what to time (default cpu)")
+    parser.add_argument("--no-scale", action="store_true",
+                        help="skip the memory/snapshot figures at 100,000 open positions and 50,000 states")
     parser.add_argument(
         "--profile", choices=("default", "seed"), default="default", help="learning profile (RL_CORE__PROFILE)"
     )
@@ -263,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     n_records, calls = (4_000, 2_000) if args.quick else (20_000, 20_000)
     print(f"profile {args.profile}")
     results = run(runs, n_records, calls, args.profile)
+    if not args.no_scale:
+        results |= run_scale(runs, 100_000, 50_000)
     print_report(results)
     if args.json:
         from rl_worker.ops.perf_table import write_result
