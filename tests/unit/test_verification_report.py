@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rl_worker.ops.perf_table import figure, result_document, write_result
 from rl_worker.ops.verification_report import (
     DOC_PATH,
     PROPERTIES,
@@ -13,7 +14,6 @@ from rl_worker.ops.verification_report import (
     missing_tests,
     render_report,
 )
-from rl_worker.ops.perf_table import figure, result_document, write_result
 
 
 def test_report_is_in_step_with_results() -> None:
