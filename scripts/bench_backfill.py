@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_backfill.py                 # 3 runs, 10,000 positions
     .venv/bin/python scripts/bench_backfill.py --positions 2000 --runs 1   # a smoke run
+    .venv/bin/python scripts/bench_backfill.py --positions 4000 --json docs/bench/bench_backfill.json
 
 Each run, on fresh topics of the same broker (4 partitions per input topic):
 
@@ -16,7 +17,9 @@ Each run, on fresh topics of the same broker (4 partitions per input topic):
   Redis; positions/s over its whole run (reading both topics, joining, learning, writing).
 
 The figures are medians over the runs; the ratios are backfill positions/s over the ceilings'
-positions/s, measured in the same run on the same broker. Redis must answer at RL_REDIS_URL
+positions/s, measured in the same run on the same broker. `--json PATH` writes them in the one
+result format of rl_worker.ops.perf_table (the README table and docs/VERIFICATION_REPORT.md).
+Redis must answer at RL_REDIS_URL
 (default redis://127.0.0.1:6379/0); the keys written are deleted at the end.
 """
 
@@ -26,11 +29,14 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import redis
@@ -167,12 +173,14 @@ async def one_run(bootstrap: str, redis_url: str, n: int, partitions: int, seed:
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--positions", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=4)
-    args = parser.parse_args()
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="write the figures (docs/bench/bench_backfill.json)")
+    args = parser.parse_args(argv)
     redis_url = os.environ.get("RL_REDIS_URL", "redis://127.0.0.1:6379/0")
     with tempfile.TemporaryDirectory() as tmp:
         broker = EmbeddedBroker(Path(tmp) / "broker.log")
@@ -190,6 +198,29 @@ def main() -> int:
     for key in runs[0]:
         values = [r[key] for r in runs]
         print(f"  {key}: {statistics.median(values):,.3f} (range {min(values):,.3f} - {max(values):,.3f})")
+    if args.json:
+        from rl_worker.ops.perf_table import figure, result_document, write_result
+
+        def fig(key: str, label: str, unit: str, **kw: Any) -> dict[str, Any]:
+            values = [r[key] for r in runs]
+            return figure(label, statistics.median(values), unit, runs=values, **kw)
+
+        n = args.positions
+        table = {
+            "raw_positions_per_s": fig("raw positions/s", f"raw aiokafka consume of the 3 input topics ({3 * n:,} "
+                                       "records), as positions/s (records / 3)", "/s"),
+            "raw_parse_positions_per_s": fig("raw+parse positions/s", "the same consume + json.loads of each record, "
+                                             "as positions/s", "/s"),
+            "backfill_per_s": fig("backfill positions/s", f"backfill, whole run ({n:,} positions: read inputs + "
+                                  f"{2 * n:,} decisions, join, learn, write log + checkpoint)", "/s",
+                                  ceiling="raw_positions_per_s", aim=">= 0.5 of the raw consume"),
+            "backfill_vs_parse": fig("backfill positions/s", "backfill, beside the consume + json.loads", "/s",
+                                     ceiling="raw_parse_positions_per_s"),
+        }
+        command = shlex.join(["python", "scripts/bench_backfill.py", *(argv if argv is not None else sys.argv[1:])])
+        write_result(args.json, result_document("bench_backfill", command, table, runs=len(runs),
+                                                broker="tansu (embedded)", partitions=args.partitions))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -77,6 +77,7 @@ GOAL_RATIO = 0.5
 AIM_P99_MS = 20.0
 AIM_APPLY_PER_S = 50_000
 AIM_APPLY_RATIO = 0.5
+AIM_FAUST_RATIO = 0.8
 
 
 @dataclass
@@ -86,10 +87,12 @@ class Sizes:
     steady_rate: float
     steady_s: float
     outcomes: int
+    latency_rates: tuple[float, ...] = (200.0, 2000.0)
+    group_signals: int = 4000  # (e) the backlog on 8 partitions per group size
 
 
-FULL = Sizes(passthrough=50_000, signals=20_000, steady_rate=200.0, steady_s=20.0, outcomes=50_000)
-QUICK = Sizes(passthrough=10_000, signals=5_000, steady_rate=200.0, steady_s=5.0, outcomes=10_000)
+FULL = Sizes(passthrough=50_000, signals=20_000, steady_rate=200.0, steady_s=10.0, outcomes=50_000)
+QUICK = Sizes(passthrough=10_000, signals=5_000, steady_rate=200.0, steady_s=4.0, outcomes=10_000, group_signals=2000)
 
 
 @dataclass
@@ -111,6 +114,11 @@ class RunResult:
     worker_cpu_us: float = float("nan")  # worker CPU time per decision in (b)
     main_on_cpu: float = float("nan")  # share of (b) the worker's main thread ran on a CPU
     main_cpu_wait: float = float("nan")  # ... was runnable but waited for a CPU (other load)
+    bare_faust_per_s: float = float("nan")  # (b0): a bare Faust agent, consume + one send per event
+    bare_faust_cpu_us: float = float("nan")
+    worker_rss_mib: float = float("nan")  # the worker's RSS at the end of (b), holding the backlog's open positions
+    latency: dict[str, float] = field(default_factory=dict)  # (c)/(c0) per broker and rate: "<broker> <what> <rate>"
+    scale: dict[str, float] = field(default_factory=dict)  # (e): "<n> workers ..." figures
     notes: list[str] = field(default_factory=list)
 
 
@@ -122,6 +130,7 @@ class Processes:
 
     def __init__(self) -> None:
         self.broker: EmbeddedBroker | None = None
+        self.kafka: Any = None  # rl_worker.ops.kafka_broker.KafkaBroker, for (c) on Apache Kafka
         self.workers: list[WorkerProcess] = []
         self.profilers: list[subprocess.Popen[bytes]] = []
 
@@ -145,6 +154,9 @@ class Processes:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
+        if self.kafka is not None:
+            self.kafka.stop()
+            self.kafka = None
 
 
 # ---- Kafka helpers -------------------------------------------------------------------------------
@@ -330,6 +342,15 @@ def main_thread_sched(pid: int) -> tuple[float, float]:
     return int(run) / 1e9, int(wait) / 1e9
 
 
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process (Linux /proc; NaN elsewhere)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -403,63 +424,17 @@ async def measure_worker(
         if duplicates:
             result.notes.append(f"{duplicates} duplicate decisions in (b)")
 
-        # (c) steady rate, fresh position ids, the worker already warm and idle
+        result.worker_rss_mib = rss_mib(pid)
+
+        # (c) steady rates, fresh position ids, the worker already warm and idle; (c0) beside it
         await asyncio.sleep(1.0)
-        steady = signal_records(int(sizes.steady_rate * sizes.steady_s), f"lat{uid}", seed=100 + run_index)
-        sent: dict[bytes, tuple[float, int]] = {}
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-        await producer.start()
-        stop_consuming = asyncio.Event()
-
-        async def consume_steady() -> None:
-            while not stop_consuming.is_set():
-                batch = await consumer.getmany(timeout_ms=20)
-                now = time.time()
-                for recs in batch.values():
-                    for r in recs:
-                        received.setdefault(r.key, (now, r.timestamp))
-
-        reader = asyncio.create_task(consume_steady())
-        gc.disable()
-        try:
-            signals_topic = topics.name("signals")
-            period = 1.0 / sizes.steady_rate
-            start = time.monotonic() + 0.05
-            for i, (key, value) in enumerate(steady):
-                delay = start + i * period - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                at = time.time()
-                fut = await producer.send(signals_topic, key=key, value=value)
-                sent[key] = (at, 0)
-                fut.add_done_callback(
-                    lambda f, key=key, at=at: sent.__setitem__(key, (at, f.result().timestamp))
-                    if not f.exception() else None
-                )
-            await producer.flush()
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline and not all(k in received for k in sent):
-                await asyncio.sleep(0.05)
-        finally:
-            gc.enable()
-            stop_consuming.set()
-            await reader
-            await producer.stop()
-        warmup = int(sizes.steady_rate)  # the first second is not counted
-        keys = list(sent)[warmup:] if len(sent) > 2 * warmup else list(sent)
-        e2e = [(received[k][0] - sent[k][0]) * 1000 for k in keys if k in received]
-        ts = [float(received[k][1] - sent[k][1]) for k in keys if k in received and sent[k][1]]
-        if os.environ.get("BENCH_DUMP_LATENCY"):
-            with open(os.environ["BENCH_DUMP_LATENCY"], "w") as dump:
-                for k in keys:
-                    if k in received:
-                        print(f"{sent[k][0]:.4f} {(received[k][0] - sent[k][0]) * 1000:.2f} "
-                              f"{received[k][1] - sent[k][1]}", file=dump)
-        result.steady_sent, result.steady_received = len(sent), sum(1 for k in sent if k in received)
-        result.e2e_p50_ms, result.e2e_p99_ms = percentile(e2e, 50), percentile(e2e, 99)
-        result.ts_p50_ms, result.ts_p99_ms = percentile(ts, 50), percentile(ts, 99)
-        if result.steady_received < result.steady_sent:
-            result.notes.append(f"(c) {result.steady_sent - result.steady_received} signals without decision")
+        result.latency = await measure_latency(procs, "tansu", bootstrap, redis_url, workdir, uid, sizes, extra_env,
+                                               worker, topics)
+        result.e2e_p50_ms, result.e2e_p99_ms = result.latency["tansu 200 e2e p50"], result.latency["tansu 200 e2e p99"]
+        result.ts_p50_ms, result.ts_p99_ms = result.latency["tansu 200 ts p50"], result.latency["tansu 200 ts p99"]
+        for key, value in result.latency.items():
+            if key.endswith("missing") and value:
+                result.notes.append(f"(c) {key.removesuffix(' missing')}/s: {value:.0f} signals without decision")
         # what the idle worker costs (its fetch loop polls the broker every few ms)
         await asyncio.sleep(1.0)
         idle0 = (time.monotonic(), cpu_seconds(pid))
@@ -475,6 +450,217 @@ async def measure_worker(
         await dead_consumer.stop()
         procs.stop_worker(worker)
     return result
+
+
+# ---- (b0) a bare Faust agent ---------------------------------------------------------------------
+
+
+async def measure_bare_faust(
+    procs: Processes, bootstrap: str, workdir: Path, backlog: list[tuple[bytes, bytes]], uid: str
+) -> tuple[float, float]:
+    """(events/s, CPU us per event) of scripts/bench_faust_agent.py over the same backlog as (b)."""
+    src, dst = f"bench{uid}.bare-in", f"bench{uid}.bare-out"
+    await create_topics(bootstrap, {src: PARTITIONS, dst: PARTITIONS})
+    await produce_backlog(bootstrap, src, backlog, PARTITIONS)
+    consumer = await assigned_consumer(bootstrap, dst, PARTITIONS, fetch_max_wait_ms=2)
+    from rl_worker.ops.services import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RL_")} | {
+        "BENCH_BOOTSTRAP": bootstrap, "BENCH_IN": src, "BENCH_OUT": dst, "BENCH_APP_ID": f"bench-bare-{uid}",
+        "BENCH_WEB_PORT": str(free_port()), "BENCH_PARTITIONS": str(PARTITIONS), "PYTHONUNBUFFERED": "1",
+    }
+    script = Path(__file__).with_name("bench_faust_agent.py")
+    with open(workdir / f"bare-{uid}.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, str(script), "worker", "-l", "warn"], cwd=workdir, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    n, seen, timed = len(backlog), 0, 0
+    first: tuple[float, float] | None = None
+    try:
+        deadline = time.monotonic() + 120.0 + n / 200
+        while seen < n:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"bare Faust agent: {seen} of {n} records (see {workdir}/bare-{uid}.log)")
+            batch = await consumer.getmany(timeout_ms=50)
+            got = sum(len(v) for v in batch.values())
+            if got and first is None:
+                first = (time.monotonic(), cpu_seconds(proc.pid))  # timed from the first batch out
+            elif got:
+                timed += got
+            seen += got
+        assert first is not None
+        wall = time.monotonic() - first[0]
+        cpu = cpu_seconds(proc.pid) - first[1]
+        return timed / wall, cpu / timed * 1e6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        await consumer.stop()
+
+
+# ---- (c) latency at steady rates, and (c0) the broker's own round trip ---------------------------------
+
+
+async def steady_latency(
+    bootstrap: str, topic: str, consumer: AIOKafkaConsumer, records: list[tuple[bytes, bytes]], rate: float,
+) -> tuple[list[float], list[float], int]:
+    """Send `records` to `topic` at `rate`/s (linger 0) while `consumer` reads the replies (the
+    record with the same key); (end-to-end ms, CreateTime difference ms, records without reply),
+    the first second left out. GC is off while it measures."""
+    sent: dict[bytes, tuple[float, int]] = {}
+    received: dict[bytes, tuple[float, int]] = {}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=20)
+            now = time.time()
+            for recs in batch.values():
+                for r in recs:
+                    received.setdefault(r.key, (now, r.timestamp))
+
+    reader = asyncio.create_task(read())
+    gc.disable()
+    try:
+        period = 1.0 / rate
+        start = time.monotonic() + 0.05
+        for i, (key, value) in enumerate(records):
+            delay = start + i * period - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            at = time.time()
+            fut = await producer.send(topic, key=key, value=value)
+            sent[key] = (at, 0)
+            fut.add_done_callback(
+                lambda f, key=key, at=at: sent.__setitem__(key, (at, f.result().timestamp))
+                if not f.exception() else None
+            )
+        await producer.flush()
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not all(k in received for k in sent):
+            await asyncio.sleep(0.05)
+    finally:
+        gc.enable()
+        stop.set()
+        await reader
+        await producer.stop()
+    warmup = int(rate)
+    keys = list(sent)[warmup:] if len(sent) > 2 * warmup else list(sent)
+    e2e = [(received[k][0] - sent[k][0]) * 1000 for k in keys if k in received]
+    ts = [float(received[k][1] - sent[k][1]) for k in keys if k in received and sent[k][1]]
+    return e2e, ts, sum(1 for k in sent if k not in received)
+
+
+async def measure_round_trip(bootstrap: str, uid: str, rate: float, seconds: float) -> tuple[float, float]:
+    """(c0): p50/p99 ms of a raw aiokafka produce (linger 0) -> consume (fetch wait 2 ms) of the same
+    signals on a fresh 4-partition topic: what the broker and the clients cost, without the worker."""
+    topic = f"bench{uid}.rt{int(rate)}"
+    await create_topics(bootstrap, {topic: PARTITIONS})
+    consumer = await assigned_consumer(bootstrap, topic, PARTITIONS, fetch_max_wait_ms=2)
+    try:
+        records = signal_records(int(rate * seconds), f"rt{uid}-{int(rate)}", seed=7)
+        e2e, _, _ = await steady_latency(bootstrap, topic, consumer, records, rate)
+        return percentile(e2e, 50), percentile(e2e, 99)
+    finally:
+        await consumer.stop()
+
+
+async def measure_latency(
+    procs: Processes, broker: str, bootstrap: str, redis_url: str, workdir: Path, uid: str, sizes: Sizes,
+    extra_env: dict[str, str], worker: WorkerProcess | None = None, topics: WorkerTopics | None = None,
+) -> dict[str, float]:
+    """(c) and (c0) on one broker at each steady rate: the worker's p50/p99 end to end (signal sent ->
+    decision received by a consumer of the decisions topic) beside the raw round trip, same broker,
+    same run. Starts a worker of its own unless a warm one is given."""
+    out: dict[str, float] = {}
+    own = worker is None
+    if worker is None or topics is None:
+        topics = WorkerTopics(f"{uid}l")
+        await create_topics(bootstrap, {topics.name(t): PARTITIONS for t in (
+            "signals", "executions", "closes", "decisions", "dead-letter")} | {topics.name("outcomes"): 1})
+        worker = start_worker(procs, bootstrap, redis_url, f"bench-{uid}l", topics, workdir, extra_env)
+    consumer = await assigned_consumer(bootstrap, topics.name("decisions"), PARTITIONS, fetch_max_wait_ms=2)
+    await consumer.seek_to_end()  # only the decisions of the signals sent here
+    try:
+        if own:  # warm: one decision through before measuring
+            warm = signal_records(1, f"warm{uid}", seed=3)
+            await produce_backlog(bootstrap, topics.name("signals"), warm, PARTITIONS)
+            deadline = time.monotonic() + 120
+            while not any((await consumer.getmany(timeout_ms=200)).values()):
+                if time.monotonic() > deadline or worker.process.poll() is not None:
+                    raise RuntimeError(f"no decision from the worker on {broker}; see {worker.log_path}")
+            await asyncio.sleep(1.0)
+        for rate in sizes.latency_rates:
+            seconds = sizes.steady_s if rate <= 200 else max(2.0, sizes.steady_s / 2)
+            raw50, raw99 = await measure_round_trip(bootstrap, uid, rate, seconds)
+            records = signal_records(int(rate * seconds), f"lat{uid}-{broker}-{int(rate)}", seed=100)
+            e2e, ts, missing = await steady_latency(bootstrap, topics.name("signals"), consumer, records, rate)
+            key = f"{broker} {int(rate)}"
+            out |= {f"{key} e2e p50": percentile(e2e, 50), f"{key} e2e p99": percentile(e2e, 99),
+                    f"{key} ts p50": percentile(ts, 50), f"{key} ts p99": percentile(ts, 99),
+                    f"{key} raw p50": raw50, f"{key} raw p99": raw99, f"{key} missing": float(missing)}
+            await asyncio.sleep(1.0)
+    finally:
+        await consumer.stop()
+        if own:
+            procs.stop_worker(worker)
+    return out
+
+
+# ---- (e) 1, 2, 4 workers on 8 partitions ------------------------------------------------------------
+
+
+async def measure_group(
+    procs: Processes, bootstrap: str, redis_url: str, workdir: Path, uid: str, n_workers: int, signals: int,
+    extra_env: dict[str, str],
+) -> dict[str, float]:
+    """N workers of one group on 8-partition topics with a pre-produced backlog: the group's
+    decisions/s (first to last decision received) and each worker's CPU per decision it made
+    (CPU seconds of the process during the drain / decisions on its partitions)."""
+    partitions = 8
+    topics = WorkerTopics(f"{uid}g{n_workers}")
+    await create_topics(bootstrap, {topics.name(t): partitions for t in (
+        "signals", "executions", "closes", "decisions", "dead-letter")} | {topics.name("outcomes"): 1})
+    env = extra_env | {"RL_PARTITIONS": str(partitions)}
+    app_id = f"bench-{uid}g{n_workers}"
+    workers = []
+    for i in range(n_workers):
+        home = workdir / f"g{uid}-{n_workers}-{i}"
+        home.mkdir(exist_ok=True)
+        workers.append(start_worker(procs, bootstrap, redis_url, app_id, topics, home, env))
+    consumer = await assigned_consumer(bootstrap, topics.name("decisions"), partitions, fetch_max_wait_ms=2)
+    try:
+        for w in workers:
+            await asyncio.to_thread(w.wait_ready, 120.0)
+        await asyncio.sleep(2.0)  # the group settles on its assignment
+        cpu0 = [cpu_seconds(w.process.pid) for w in workers]
+        backlog = signal_records(signals, f"g{uid}-{n_workers}", seed=21)
+        await produce_backlog(bootstrap, topics.name("signals"), backlog, partitions)
+        by_partition: dict[int, int] = {}
+        times: list[float] = []
+        deadline = time.monotonic() + 60 + signals / 100
+        while len(times) < signals:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{n_workers} workers: {len(times)} of {signals} decisions")
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.monotonic()
+            for tp, recs in batch.items():
+                by_partition[tp.partition] = by_partition.get(tp.partition, 0) + len(recs)
+                times += [now] * len(recs)
+        cpu = [cpu_seconds(w.process.pid) - c for w, c in zip(workers, cpu0, strict=True)]
+        rate = (len(times) - 1) / (times[-1] - times[0]) if times[-1] > times[0] else float("nan")
+        per_decision = [c / (signals / n_workers) * 1e6 for c in cpu]  # assignment is even: 8 / n partitions each
+        return {f"{n_workers} workers per_s": rate, f"{n_workers} workers cpu_us": statistics.median(per_decision),
+                f"{n_workers} workers cpu_us max": max(per_decision)}
+    finally:
+        await consumer.stop()
+        for w in workers:
+            procs.stop_worker(w)
 
 
 # ---- (d) outcomes applied by a replica -----------------------------------------------------------
@@ -636,6 +822,25 @@ async def bench(args: argparse.Namespace, procs: Processes, workdir: Path, sizes
                 )
                 worker.passthrough_per_s = result.passthrough_per_s
                 result = worker
+                # (b0) Faust's floor: a bare agent over the same backlog, same broker, same run
+                result.bare_faust_per_s, result.bare_faust_cpu_us = await measure_bare_faust(
+                    procs, bootstrap, workdir, backlog, uid
+                )
+            if "k" in parts:
+                if procs.kafka is None:
+                    from rl_worker.ops.kafka_broker import KafkaBroker
+
+                    procs.kafka = KafkaBroker(workdir / "kafka")
+                    await asyncio.to_thread(procs.kafka.start)
+                    print(f"Apache Kafka on {procs.kafka.bootstrap}", flush=True)
+                result.latency |= await measure_latency(
+                    procs, "kafka", procs.kafka.bootstrap, redis_url, workdir, uid, sizes, extra_env
+                )
+            if "e" in parts and i == 0:  # once: three group sizes, each with its own start-up
+                for n_workers in (1, 2, 4):
+                    result.scale |= await measure_group(
+                        procs, bootstrap, redis_url, workdir, uid, n_workers, sizes.group_signals, extra_env
+                    )
             if outcomes:
                 # ceiling and replica back to back, alternating which goes first
                 if i % 2 == 0:
@@ -652,7 +857,10 @@ async def bench(args: argparse.Namespace, procs: Processes, workdir: Path, sizes
                 f"on CPU {result.main_on_cpu:.0%}, waiting for CPU {result.main_cpu_wait:.0%}), first "
                 f"decision {result.first_decision_s:.2f} s  (c) p50 {result.e2e_p50_ms:.1f} ms p99 "
                 f"{result.e2e_p99_ms:.1f} ms  (d) {result.outcomes_per_s:,.0f}/s "
-                f"(d0) {result.outcomes_raw_per_s:,.0f}/s"
+                f"(d0) {result.outcomes_raw_per_s:,.0f}/s  (b0) bare Faust {result.bare_faust_per_s:,.0f}/s "
+                f"({result.bare_faust_cpu_us:.0f} us CPU/event), worker RSS {result.worker_rss_mib:.0f} MiB  "
+                + "  ".join(f"{k} {v:.1f}" for k, v in result.latency.items() if not k.endswith("missing"))
+                + "  " + "  ".join(f"({k}) {v:,.1f}" for k, v in result.scale.items())
                 + (f"  [{'; '.join(result.notes)}]" if result.notes else ""),
                 flush=True,
             )
@@ -735,7 +943,6 @@ def result_document(results: list[RunResult], sizes: Sizes, command: str) -> dic
         value = statistics.median(values) if values else float("nan")
         return figure(label, value, unit, runs=[getattr(r, attr) for r in results], **kw)
 
-    label = f"{sizes.steady_rate:g} signals/s for {sizes.steady_s:g} s"
     figures = {
         "passthrough_per_s": fig("passthrough_per_s", f"(a) raw aiokafka consume → JSON → produce "
                                  f"({sizes.passthrough:,} records, {PARTITIONS} partitions; ceiling of (b))", "/s"),
@@ -743,20 +950,55 @@ def result_document(results: list[RunResult], sizes: Sizes, command: str) -> dic
                             "/s", ceiling="passthrough_per_s", aim=f">= {AIM_RATIO} of (a)"),
         "worker_cpu_us": fig("worker_cpu_us", "(b) worker CPU per decision", "us"),
         "first_decision_s": fig("first_decision_s", "worker process start → first decision", "s"),
-        "e2e_p50_ms": fig("e2e_p50_ms", f"(c) p50 end to end at the bench's consumer, {label}", "ms"),
-        "e2e_p99_ms": fig("e2e_p99_ms", f"(c) p99 end to end, {label}", "ms", aim=f"< {AIM_P99_MS:g} ms"),
-        "ts_p50_ms": fig("ts_p50_ms", "(c) p50 broker timestamps (decision - signal CreateTime)", "ms"),
-        "ts_p99_ms": fig("ts_p99_ms", "(c) p99 broker timestamps", "ms"),
         "outcomes_raw_per_s": fig("outcomes_raw_per_s", "(d0) aiokafka consume + json.loads of the learning log "
                                   "(ceiling of (d))", "/s"),
         "outcomes_per_s": fig("outcomes_per_s", f"(d) outcomes applied by a replica from the log "
                               f"({sizes.outcomes:,}, checkpoints to Redis)", "/s", ceiling="outcomes_raw_per_s",
                               aim=f">= {AIM_APPLY_RATIO} of (d0)"),
     }
-    if all(f["value"] != f["value"] for f in (figures["worker_per_s"], figures["passthrough_per_s"])):
-        for name in ("passthrough_per_s", "worker_per_s", "worker_cpu_us", "first_decision_s", "e2e_p50_ms",
-                     "e2e_p99_ms", "ts_p50_ms", "ts_p99_ms"):
-            del figures[name]
+    figures |= {
+        "bare_faust_per_s": fig("bare_faust_per_s", "(b0) a bare Faust agent over the same backlog: consume + one "
+                                "`Topic.send` per event (Faust's floor for (b))", "/s"),
+        "bare_faust_cpu_us": fig("bare_faust_cpu_us", "(b0) bare Faust agent CPU per event", "us"),
+        "worker_vs_faust": fig("worker_per_s", "(b) worker signal → decision, beside the bare Faust agent", "/s",
+                               ceiling="bare_faust_per_s", aim=f">= {AIM_FAUST_RATIO} of (b0)"),
+        "worker_rss_mib": fig("worker_rss_mib", f"(b) worker RSS after the backlog, holding {sizes.signals:,} open "
+                              "positions", "MiB"),
+    }
+
+    def dict_fig(attr: str, key: str, label: str, unit: str, **kw: Any) -> dict[str, Any]:
+        runs = [getattr(r, attr).get(key, float("nan")) for r in results]
+        values = [v for v in runs if v == v]
+        return figure(label, statistics.median(values) if values else float("nan"), unit, runs=runs, **kw)
+
+    for broker, name in (("tansu", "tansu"), ("kafka", "Apache Kafka")):
+        for rate in sizes.latency_rates:
+            key = f"{broker} {int(rate)}"
+            if not any(f"{key} e2e p50" in r.latency for r in results):
+                continue
+            aim = {("kafka", 200): "< 20 ms", ("kafka", 2000): "< 50 ms"}.get((broker, int(rate)), "")
+            for q in ("50", "99"):
+                figures[f"lat_{broker}_{int(rate)}_raw_p{q}"] = dict_fig(
+                    "latency", f"{key} raw p{q}", f"(c0) {name}, {rate:,.0f}/s: raw aiokafka produce → consume, p{q}",
+                    "ms")
+                figures[f"lat_{broker}_{int(rate)}_p{q}"] = dict_fig(
+                    "latency", f"{key} e2e p{q}", f"(c) {name}, {rate:,.0f}/s: signal sent → decision received, p{q}",
+                    "ms", ceiling=f"lat_{broker}_{int(rate)}_raw_p{q}", aim=aim if q == "99" else "")
+            figures[f"lat_{broker}_{int(rate)}_ts_p99"] = dict_fig(
+                "latency", f"{key} ts p99", f"(c) {name}, {rate:,.0f}/s: broker timestamps (decision - signal "
+                "CreateTime), p99", "ms")
+    for n_workers in (1, 2, 4):
+        if any(f"{n_workers} workers per_s" in r.scale for r in results):
+            figures[f"group_{n_workers}_per_s"] = dict_fig(
+                "scale", f"{n_workers} workers per_s", f"(e) {n_workers} worker(s), one group, 8 partitions: "
+                f"decisions/s ({sizes.group_signals:,} backlog)", "/s")
+            figures[f"group_{n_workers}_cpu_us"] = dict_fig(
+                "scale", f"{n_workers} workers cpu_us", f"(e) {n_workers} worker(s): CPU per decision per worker "
+                "(median of the workers)", "us")
+    # parts not run: every run NaN; then also what compares with them
+    unmeasured = {k for k, f in figures.items() if all(v != v for v in f["all_runs"])}
+    unmeasured |= {k for k, f in figures.items() if f.get("ceiling") in unmeasured}
+    figures = {k: f for k, f in figures.items() if k not in unmeasured}
     return result_document("bench_worker", command, figures, runs=len(results), broker="tansu (embedded)")
 
 
@@ -766,7 +1008,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs to take medians over (default 3; quick 1)")
     parser.add_argument("--signals", type=int, default=None, help="backlog size for (b)")
     parser.add_argument("--steady-s", type=float, default=None, help="duration of (c) in seconds")
-    parser.add_argument("--parts", default="abd", help="which parts to run: a, b (with c), d (default abd)")
+    parser.add_argument("--parts", default="abdke",
+                        help="which parts to run: a, b (with b0 and c on tansu), d (with d0), k (c on Apache Kafka), "
+                             "e (1/2/4 workers on 8 partitions, first run only); default abdke")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="a loopback Redis")
     parser.add_argument("--profile", default=None, metavar="DIR", help="py-spy the worker during (b) into DIR")
     parser.add_argument("--worker-env", action="append", default=[], metavar="RL_X=V",
