@@ -444,6 +444,10 @@ class PositionJoiner:
             )
             emits.append(emit)
         if signal is not None and execution is not None and row.sizing is None:
+            # the sizing context: the signal's regime and the meta action as traded
+            meta_action = execution.traded
+            if meta_action is None and row.meta is not None:
+                meta_action = json.loads(row.meta.record)["action_index"]
             decision = self.replica.decide_sizing(
                 signal.confidence,
                 execution.portfolio_exposure,
@@ -451,6 +455,8 @@ class PositionJoiner:
                 f"{position_id}:sizing",
                 execution.max_size_multiplier,
                 execution.max_leverage,
+                signal.market.regime,
+                meta_action,
             )
             source = None
             if control:

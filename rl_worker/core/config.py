@@ -123,6 +123,19 @@ class LearningRules(_Frozen):
         description="the meta agent also learns each strategy's value (rows 'S:<key>') and decides greedily among "
         "the actions of the best strategy: a strategy's value learns from every position that trades it",
     )
+    meta_factored: bool = Field(
+        default=False,
+        description="with meta_strategy_first: the model and the weight are chosen the same way as the strategy, "
+        "each from its own value per (state, strategy) (rows 'M<s>:<key>', 'W<s>:<key>'), which every position "
+        "trading that strategy updates; the action is (best strategy, its best model, its best weight)",
+    )
+    sizing_context: tuple[Literal["regime", "strategy", "model", "weight"], ...] = Field(
+        default=(),
+        description="what the sizing agent also knows when it decides (the execution comes after the meta "
+        "decision): the signal's regime and parts of the meta action traded. Each sizing key also has a row "
+        "'X:<context>|<key>' (decisions read these first, then the plain keys); the decision record's state "
+        "stays the spec's five features",
+    )
     counterfactual_sizing: bool = Field(
         default=False,
         description="also update every other sizing action within the configured limits with the reward it would "
@@ -337,6 +350,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "meta_backoff": (),
             "sizing_backoff": (),
             "meta_strategy_first": False,
+            "meta_factored": False,
+            "sizing_context": (),
             "counterfactual_sizing": False,
         },
     },

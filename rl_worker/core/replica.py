@@ -72,7 +72,7 @@ from rl_worker.core.rewards import (
     volatility_adjustment,
 )
 from rl_worker.core.state import MetaKeyBuilder, MetaState, SizingKeyBuilder, SizingState
-from rl_worker.core.types import REGIMES, STRATEGIES
+from rl_worker.core.types import MODELS, REGIMES, STRATEGIES, WEIGHTS
 
 __all__ = ["AppliedOutcome", "Decision", "ModelReplica", "ReplicaState"]
 
@@ -164,6 +164,7 @@ class ModelReplica:
         # Strategy first: per regime, the allowed strategies as a mask of strategy indices (rows "S:<key>"),
         # and per set of greedy strategies the allowed actions that trade them.
         self._strategy_first = rules.meta_strategy_first
+        self._factored = rules.meta_strategy_first and rules.meta_factored
         self._strategy_masks = {
             regime: ActionMask.of(
                 np.array(sorted({STRATEGIES.index(META_ACTIONS[a].strategy) for a in mask.members}), dtype=np.intp)
@@ -176,7 +177,9 @@ class ModelReplica:
         self._sizing_epsilon_at: tuple[int, float] = (-1, 0.0)
         # Decision caches: per fine state (and mask), the greedy set as of a table version (see decide_meta).
         self._meta_greedy: dict[tuple[str, ...], tuple[QTable, int, tuple[int, ...] | None, ActionMask]] = {}
-        self._sizing_greedy: dict[tuple[str, ActionMask], tuple[QTable, int, tuple[int, ...] | None]] = {}
+        self._sizing_greedy: dict[tuple[str, ActionMask, str], tuple[QTable, int, tuple[int, ...] | None]] = {}
+        self._sizing_context = rules.sizing_context
+        self._context_prefixes: dict[tuple[str, int], str] = {}
         self._set_hyperparameters(Hyperparameters.from_config(config), None, 0)
 
     # ---- reading ---------------------------------------------------------------------------
@@ -252,6 +255,8 @@ class ModelReplica:
     ) -> tuple[int, ...] | None:
         """The greedy meta actions of a state (its keys finest first) as the table stands."""
         per_action = self._backoff_visits
+        if self._factored:
+            return self._factored_greedy(table, keys, regime)
         if self._strategy_first:
             strategies = self._greedy_strategies(table, keys, self._strategy_masks[regime])
             submask = self._strategy_submasks.get((regime, strategies))
@@ -261,8 +266,21 @@ class ModelReplica:
             return table.greedy_actions(by, submask) or submask.members
         return table.greedy_actions(_finest(table, keys, per_action * len(mask), ""), mask)
 
+    def _factored_greedy(self, table: QTable, keys: tuple[str, ...], regime: str) -> tuple[int, ...] | None:
+        """Strategy, then within each best strategy its best models and weights (each value shrunk as the
+        strategy's): the greedy set is every (strategy, model, weight) of those; None before any update."""
+        strategies = self._greedy_strategies(table, keys, self._strategy_masks[regime])
+        if strategies is None:
+            return None
+        greedy: list[int] = []
+        for s in strategies:
+            models = self._greedy_strategies(table, keys, _MODEL_MASK, f"M{s}:") or _MODEL_MASK.members
+            weights = self._greedy_strategies(table, keys, _WEIGHT_MASK, f"W{s}:") or _WEIGHT_MASK.members
+            greedy.extend(_META_BY_PARTS[(s, m, w)] for m in models for w in weights)
+        return tuple(sorted(greedy))
+
     def _greedy_strategies(
-        self, table: QTable, keys: Sequence[str], strategy_mask: ActionMask
+        self, table: QTable, keys: Sequence[str], strategy_mask: ActionMask, prefix: str = "S:"
     ) -> tuple[int, ...] | None:
         """The allowed strategies with the best value, each value shrunk from the finest key towards the coarser:
 
@@ -275,7 +293,7 @@ class ModelReplica:
         members = strategy_mask.members
         values: list[float] | None = None
         for key in reversed(keys):  # coarsest first
-            cells = table.cells("S:" + key, members)
+            cells = table.cells(prefix + key, members)
             if cells is None:
                 continue
             if values is None:
@@ -305,18 +323,27 @@ class ModelReplica:
         decision_id: str,
         max_size_multiplier: float | None = None,
         max_leverage: float | None = None,
+        regime: str | None = None,
+        meta_action: int | None = None,
     ) -> Decision:
-        """Sizing action (multiplier, leverage) within the configured limits tightened by the event's."""
+        """Sizing action (multiplier, leverage) within the configured limits tightened by the event's.
+
+        `regime` and `meta_action` (the signal's regime and the meta action traded) are the sizing
+        context when the rules have one (`sizing_context`); without them the plain keys decide.
+        """
         winrate = self.winrate.winrate
         slope = self.equity.slope
         key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         mask = sizing_action_mask(*effective_limits(self.config.risk, max_size_multiplier, max_leverage))
         table = self.sizing_table
-        cached = self._sizing_greedy.get((key, mask))
+        context = ""
+        if self._sizing_context and regime is not None and meta_action is not None:
+            context = self._context_prefix(regime, meta_action)
+        cached = self._sizing_greedy.get((key, mask, context))
         if cached is not None and cached[0] is table and cached[1] == table.version:
             greedy = cached[2]
         else:
-            if self._sizing_levels:
+            if self._sizing_levels or context:
                 keys = [
                     key,
                     *(
@@ -324,15 +351,27 @@ class ModelReplica:
                         for b in self._sizing_levels_fine_first
                     ),
                 ]
+                if context:
+                    keys = [context + k for k in keys] + keys
                 key_used = _finest(table, keys, self._backoff_visits * len(mask), "")
             else:
                 key_used = key
             greedy = table.greedy_actions(key_used, mask)
-            self._sizing_greedy[(key, mask)] = (table, table.version, greedy)
+            self._sizing_greedy[(key, mask, context)] = (table, table.version, greedy)
         epsilon = self.sizing_epsilon
         selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
         state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         return Decision(state, key, selection, epsilon, self.log_offset + 1)
+
+    def _context_prefix(self, regime: str, meta_action: int) -> str:
+        """'X:<regime>|<strategy>|...|' for the sizing context's features (cached per regime and meta action)."""
+        prefix = self._context_prefixes.get((regime, meta_action))
+        if prefix is None:
+            action = META_ACTIONS[meta_action]
+            parts = {"regime": regime, "strategy": action.strategy, "model": action.model, "weight": str(action.weight)}
+            prefix = "X:" + "".join(parts[name] + "|" for name in self._sizing_context)
+            self._context_prefixes[(regime, meta_action)] = prefix
+        return prefix
 
     # ---- the state machine -----------------------------------------------------------------
 
@@ -442,16 +481,30 @@ class ModelReplica:
             strategy = STRATEGIES.index(META_ACTIONS[meta_action].strategy)
             next_strategy_mask = self._strategy_masks[next_regime]
             for key, next_key in meta_keys:
+                next_strategy_key = None if next_key is None else "S:" + next_key
                 meta_table.td_update(
                     "S:" + key,
                     strategy,
                     r_meta,
-                    None if next_key is None else "S:" + next_key,
+                    next_strategy_key,
                     next_strategy_mask,
                     meta_alpha,
                     meta_gamma,
                     visit_step,
                 )
+                if self._factored:  # bootstrapped, as the strategy's value, on the next state's best strategy
+                    _, model, weight = _META_PARTS[meta_action]
+                    for factor_row, cell in ((f"M{strategy}:{key}", model), (f"W{strategy}:{key}", weight)):
+                        meta_table.td_update(
+                            factor_row,
+                            cell,
+                            r_meta,
+                            next_strategy_key,
+                            next_strategy_mask,
+                            meta_alpha,
+                            meta_gamma,
+                            visit_step,
+                        )
         next_sizing_mask = self._sizing_next_mask
         sizing_args = (
             sizing_state.signal_confidence,
@@ -461,6 +514,17 @@ class ModelReplica:
             sizing_state.equity_curve_slope,
         )
         counterfactual = self._counterfactual
+        # (row, next row) of every sizing key this outcome updates beyond the fine one: the coarser levels, and
+        # with a sizing context each key under it (bootstrapped on the plain next key: the next context is unknown)
+        sizing_rows = [
+            (sizing_builder.key(*sizing_args), sizing_builder.key(*next_sizing_args) if bootstrap_sizing else None)
+            for sizing_builder in self._sizing_levels
+        ]
+        if self._sizing_context:
+            context = self._context_prefix(meta_state.regime, meta_action)
+            sizing_rows += [
+                (context + key, next_key) for key, next_key in [(sizing.state_key, next_sizing_key), *sizing_rows]
+            ]
         if counterfactual is None:
             size_td = sizing_table.td_update(
                 sizing.state_key,
@@ -472,10 +536,9 @@ class ModelReplica:
                 sizing_gamma,
                 visit_step,
             )
-            for sizing_builder in self._sizing_levels:
-                next_key = sizing_builder.key(*next_sizing_args) if bootstrap_sizing else None
+            for key, next_key in sizing_rows:
                 sizing_table.td_update(
-                    sizing_builder.key(*sizing_args),
+                    key,
                     sizing_action,
                     r_size,
                     next_key,
@@ -488,11 +551,7 @@ class ModelReplica:
             actions, rewards = counterfactual.rewards(
                 pnl, drawdown, sizing_state.volatility, multiplier * leverage, sizing_action, r_size
             )
-            keys = [(sizing.state_key, next_sizing_key)]
-            keys += [
-                (sizing_builder.key(*sizing_args), sizing_builder.key(*next_sizing_args) if bootstrap_sizing else None)
-                for sizing_builder in self._sizing_levels
-            ]
+            keys = [(sizing.state_key, next_sizing_key), *sizing_rows]
             row = sizing_table.row(sizing.state_key)
             size_td = r_size - (0.0 if row is None else float(row[sizing_action]))
             for key, next_key in keys:
@@ -596,6 +655,15 @@ class ModelReplica:
         state = replace(source.export_state(), applied=self.applied, log_offset=taken, hyperparameters_offset=taken)
         self.import_state(state)
         return True
+
+
+# Factored meta values: each meta action as (strategy, model, weight) indices, and back.
+_META_PARTS = tuple(
+    (STRATEGIES.index(a.strategy), MODELS.index(a.model), WEIGHTS.index(a.weight)) for a in META_ACTIONS
+)
+_META_BY_PARTS = {parts: a for a, parts in enumerate(_META_PARTS)}
+_MODEL_MASK = ActionMask.of(np.arange(len(MODELS), dtype=np.intp))
+_WEIGHT_MASK = ActionMask.of(np.arange(len(WEIGHTS), dtype=np.intp))
 
 
 def _finest(table: QTable, keys: Sequence[str], needed: float, prefix: str) -> str:

@@ -205,6 +205,8 @@ class LoggedPolicyReplica(ModelReplica):
         decision_id: str,
         max_size_multiplier: float | None = None,
         max_leverage: float | None = None,
+        regime: str | None = None,
+        meta_action: int | None = None,
     ) -> Decision:
         logged = self._logged(decision_id)
         if logged is not None:
@@ -214,7 +216,14 @@ class LoggedPolicyReplica(ModelReplica):
             return Decision(state, self._sizing_keys.key(*state), selection, logged.epsilon, self.model_version)
         action = self._event_action(decision_id)
         decision = super().decide_sizing(
-            signal_confidence, portfolio_exposure, volatility, decision_id, max_size_multiplier, max_leverage
+            signal_confidence,
+            portfolio_exposure,
+            volatility,
+            decision_id,
+            max_size_multiplier,
+            max_leverage,
+            regime,
+            meta_action,
         )
         return decision._replace(selection=Selection(action, False, 1.0))
 

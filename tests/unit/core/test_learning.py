@@ -17,7 +17,7 @@ from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.rewards import risk_penalty, size_reward, volatility_adjustment
 from rl_worker.core.snapshot import decode_replica, encode_replica
-from rl_worker.core.types import STRATEGIES
+from rl_worker.core.types import MODELS, STRATEGIES, WEIGHTS
 from rl_worker.sim.events import make_outcome, make_outcomes
 
 TREND = MarketFeatures(regime="TREND", volatility=0.3, trend_strength=0.7, market_pressure=0.4)
@@ -219,6 +219,68 @@ class TestStrategyFirst:
             trades = [r for r in records if r.meta.state_key == key]
             strategy_visits = replica.meta_table.visits[replica.meta_table.row_index("S:" + key)]
             assert int(strategy_visits.sum()) == len(trades)
+
+
+class TestFactoredMeta:
+    def test_the_action_is_the_best_strategy_with_its_best_model_and_weight(self) -> None:
+        config = greedy_config(backoff_visits=0.0, meta_factored=True)
+        replica = ModelReplica(config)
+        key = replica.decide_meta(TREND, 0.6, "probe").state_key
+        table = replica.meta_table
+        breakout = STRATEGIES.index("breakout")
+        table.set_value("S:" + key, breakout, 1.0)  # breakout beats dual_momentum (0)
+        table.set_value(f"M{breakout}:{key}", 2, 0.5)  # its third model
+        table.set_value(f"W{breakout}:{key}", 4, 0.3)  # its largest weight
+        table.set_value(f"M0:{key}", 0, 9.0)  # another strategy's model values do not matter
+        table.set_value(key, 0, 99.0)  # nor the actions' own values
+        decision = replica.decide_meta(TREND, 0.6, "d")
+        action = META_ACTIONS[decision.selection.action]
+        assert (action.strategy, action.model, action.weight) == ("breakout", MODELS[2], WEIGHTS[4])
+        assert decision.selection.propensity == 1.0
+
+    def test_each_outcome_teaches_its_model_and_weight_under_its_strategy(self) -> None:
+        config = greedy_config(counterfactual_sizing=False, meta_factored=True)
+        replica = ModelReplica(config)
+        record = make_outcome(np.random.default_rng(6), config, 0)
+        applied = replica.apply(record)
+        assert applied is not None
+        action = META_ACTIONS[record.meta.action_index]
+        s, m, w = STRATEGIES.index(action.strategy), MODELS.index(action.model), WEIGHTS.index(action.weight)
+        table = replica.meta_table
+        for key in (record.meta.state_key, f"L0:{record.meta.state.regime}|v0p0c0w0h0"):
+            for row, cell in ((f"M{s}:{key}", m), (f"W{s}:{key}", w)):
+                i = table.row_index(row)
+                assert i is not None and table.visits[i].sum() == table.visits[i, cell] == 1
+                assert table.q_values[i, cell] == applied.meta_reward  # first visit: step 1
+
+
+class TestSizingContext:
+    def test_every_sizing_row_is_also_learnt_under_the_regime_and_the_strategy_traded(self) -> None:
+        config = greedy_config(sizing_context=("regime", "strategy"))
+        replica = ModelReplica(config)
+        record = make_outcome(np.random.default_rng(6), config, 0)
+        replica.apply(record)
+        table = replica.sizing_table
+        strategy = META_ACTIONS[record.meta.action_index].strategy
+        prefix = f"X:{record.meta.state.regime}|{strategy}|"
+        plain = [k for k in table.keys if not k.startswith("X:")]
+        assert sorted(table.keys) == sorted(plain + [prefix + k for k in plain])
+        for key in plain:  # the same counterfactual rewards under the context
+            assert table.row(prefix + key).tolist() == table.row(key).tolist()  # type: ignore[union-attr]
+
+    def test_a_decision_with_its_context_reads_the_context_rows_first(self) -> None:
+        config = greedy_config(sizing_context=("regime", "strategy"), backoff_visits=0.0)
+        replica = ModelReplica(config)
+        key = replica.decide_sizing(0.6, 0.3, 0.3, "probe").state_key
+        momentum = next(i for i, a in enumerate(META_ACTIONS) if a.strategy == "dual_momentum")
+        table = replica.sizing_table
+        plain_best, context_best = sizing_action_mask(1.0, 10.0).members[2:4]
+        table.set_value(key, plain_best, 1.0)
+        table.set_value(f"X:TREND|dual_momentum|{key}", context_best, 1.0)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "a").selection.action == plain_best  # no context given
+        with_context = replica.decide_sizing(0.6, 0.3, 0.3, "b", None, None, "TREND", momentum)
+        assert with_context.selection.action == context_best and with_context.state_key == key
+        # (the decision record keeps the spec's five-feature key)
 
 
 # sha256 of the rewards and TD errors of 400 applied outcomes, the Q-tables, visit counts and keys, and 50
