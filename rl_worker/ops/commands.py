@@ -44,9 +44,21 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--positions", type=int, default=5000, show_default=True, help="positions to trade"),
         option("--seed", type=int, default=7, show_default=True, help="market seed"),
         option("--in-flight", type=int, default=32, show_default=True, help="positions open at once"),
+        option(
+            "--deadline",
+            type=float,
+            default=5.0,
+            show_default=True,
+            help="seconds to wait for each decision before trading the stack's own choice",
+        ),
     )
-    async def simulate(self: Any, positions: int, seed: int, in_flight: int) -> None:
-        """Run the synthetic trading stack against the workers on the configured topics."""
+    async def simulate(self: Any, positions: int, seed: int, in_flight: int, deadline: float) -> None:
+        """Run the synthetic trading stack against the workers on the configured topics.
+
+        Each position goes through `rl_worker.client`: a decision that misses its deadline is
+        replaced by the stack's own choice, reported on the execution (meta) or the close (sizing).
+        Exit status 1 when the workers stop answering (4 x in-flight positions in a row fell back).
+        """
         from rl_worker.ops.simulate import run_simulation
 
         def report(progress: Any) -> None:
@@ -54,11 +66,14 @@ def register_commands(app: faust.App, settings: Settings) -> None:
                 snap = progress.report.snapshot()
                 self.say(
                     f"{progress.closed}/{progress.target} closed, fraction {snap.fraction:.1%}, "
-                    f"reward {snap.mean_reward:+.3f}, strategies {snap.most_chosen_strategy}"
+                    f"reward {snap.mean_reward:+.3f}, strategies {snap.most_chosen_strategy}, "
+                    f"fallbacks meta {progress.fallbacks['meta']} sizing {progress.fallbacks['sizing']}"
                 )
 
         async def run() -> None:  # a refused connection ends it with the cause, exit status 1
-            await run_simulation(settings, positions, seed=seed, in_flight=in_flight, on_progress=report)
+            await run_simulation(
+                settings, positions, seed=seed, in_flight=in_flight, on_progress=report, deadline_s=deadline
+            )
 
         await run_command(run())
 
@@ -450,11 +465,13 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         """Off-policy estimates (IPS, SNIPS, DR) of a candidate checkpoint on RL_APP_ID's logged decisions.
 
         What the candidate's greedy policy would have earned per decision, per agent, with bootstrap
-        intervals and the effective sample size, and a warning when the logged propensities are too
-        small to trust the estimate. Judge a backfilled or re-tuned candidate with it before a promote.
+        intervals and the effective sample size. No estimate for an agent whose logged decisions hardly
+        ever tried the candidate's actions (the report says so). Judge a backfilled or re-tuned
+        candidate with it before a promote.
 
-        Exit status: 0 with estimates; 1 for an unknown candidate, an unreadable log or nothing logged
-        to evaluate on; 2 on a usage error.
+        Exit status: 0 with estimates for every agent that has logged decisions; 3 when the logs do not
+        support an estimate for one of them (the report says which and why); 1 for an unknown
+        candidate, an unreadable log or nothing logged to evaluate on; 2 on a usage error.
         """
         import json
         import sys
@@ -481,3 +498,5 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             self.say(json.dumps({"candidate": name, "agents": {a: r.as_dict() for a, r in reports.items()}}, indent=2))
         else:
             self.say(format_evaluation(name, reports))
+        if not all(report.estimated for report in reports.values()):
+            raise SystemExit(3)

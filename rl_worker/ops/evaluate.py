@@ -4,12 +4,15 @@ The candidate is a checkpoint: `OFFSET` (a checkpoint of this app id), `APP_ID` 
 checkpoint of that namespace, e.g. a backfilled one) or `APP_ID@OFFSET`. The logged data are
 the RL arm's decisions in this app id's learning log (`--since` limits them by close time) that
 were traded as published and carry a propensity. Per agent: IPS, SNIPS and DR
-(`rl_worker.analysis.off_policy`, the candidate's greedy policy, its Q-values as the reward
-model) with bootstrap intervals, the effective sample size, and warnings when the logged
-propensities cannot support the estimate; beside them, what the logged decisions earned.
+(`rl_worker.analysis.off_policy`: the candidate's greedy policy; DR's reward model is fit on the
+logged decisions, per state and action, and refit in every bootstrap resample) with bootstrap
+intervals, the effective sample size and warnings about the importance weights; beside them,
+what the logged decisions earned. No estimate at all for an agent whose logged decisions hardly
+ever tried an action the candidate would take in some state: the report says how much of the
+candidate's choices that is, instead of an interval the data cannot back.
 
-Exit status: 0 with estimates; 1 when the candidate is unknown or unreadable, or nothing was
-logged to evaluate on; 2 on a usage error.
+Exit status: 0 with estimates; 3 when an agent's logs do not support an estimate; 1 when the
+candidate is unknown or unreadable, or nothing was logged to evaluate on; 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -78,13 +81,11 @@ def evaluate_candidate(
             "no logged RL-arm decisions to evaluate on (none in the window, all overridden, or logged "
             "before propensities were recorded)"
         )
-    hyper = candidate.hyperparameters
     reports = {}
     for agent, table in (("meta", candidate.meta_table), ("sizing", candidate.sizing_table)):
         logged = columns[agent]
         if not len(logged):
             continue
-        alpha = getattr(hyper, agent).alpha
         decisions = logged_decisions_for_candidate(
             agent,
             table,
@@ -93,7 +94,6 @@ def evaluate_candidate(
             logged.actions,
             logged.propensities,
             logged.rewards,
-            min_visits=math.ceil(3 / alpha),
         )
         reports[agent] = estimate_off_policy(
             decisions, np.random.default_rng(seed), n_resamples=settings.ab.bootstrap_resamples
@@ -113,6 +113,8 @@ def format_evaluation(name: str, reports: dict[str, OffPolicyReport]) -> str:
             f"{agent}: {report.decisions} decisions, logged policy earned {_num(report.logged_value)} per decision; "
             f"effective sample size {report.effective_sample_size:.1f}, candidate agrees on {report.agreement:.0%}",
         ]
+        if report.refusal is not None:
+            lines.append(f"  {report.refusal}")
         for estimate in report.estimates.values():
             lines.append(
                 f"  {estimate.estimator:<6} {_num(estimate.value)}  {report.confidence:.0%} CI "
@@ -122,4 +124,6 @@ def format_evaluation(name: str, reports: dict[str, OffPolicyReport]) -> str:
             lines.append(f"  warning: {warning}")
         if report.trustworthy:
             lines.append("  the logged propensities support these estimates")
+        elif report.estimated:
+            lines.append("  every state's candidate action was tried often enough: read DR (IPS / SNIPS as warned)")
     return "\n".join(lines)

@@ -136,15 +136,24 @@ def test_arms_report_history_and_evaluate(stack_factory: Any) -> None:
     assert history.returncode == 0
     assert history.stdout.count(" model ") == 2 and "trend" in history.stdout
 
+    # ~90 RL decisions over the default bins' hundreds of states: most (state, action) pairs the
+    # candidate would take were tried a few times at most -- no estimate, exit 3, and why
     evaluated = cli(stack, "evaluate", "--candidate", stack.app_id, "--json")
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert evaluated.returncode == 3, evaluated.stderr[-3000:]
     estimates = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
     assert estimates["candidate"].startswith(f"{stack.app_id}@")
     for agent in ("meta", "sizing"):
         agent_report = estimates["agents"][agent]
         assert agent_report["decisions"] == sum(d.policy == "rl" and d.agent == agent for d in decisions)
-        assert set(agent_report["estimates"]) == {"IPS", "SNIPS", "DR"}
         assert agent_report["effective_sample_size"] > 0
+        if agent_report["estimated"]:
+            assert set(agent_report["estimates"]) == {"IPS", "SNIPS", "DR"}
+        else:
+            assert agent_report["estimates"] == {} and agent_report["unsupported_share"] > 0
+            assert agent_report["refusal"].startswith("no estimate: ")
+    assert not all(estimates["agents"][agent]["estimated"] for agent in ("meta", "sizing"))
+    text = cli(stack, "evaluate", "--candidate", stack.app_id)
+    assert text.returncode == 3 and "no estimate: " in text.stdout
 
     # bad input: a clear message and a non-zero exit, nothing stored
     unknown = cli(stack, "evaluate", "--candidate", f"{stack.app_id}-nothing-here")
@@ -242,6 +251,23 @@ def test_client_falls_back_when_no_worker_answers(stack_factory: Any) -> None:
     traded = SIZING_ACTIONS[outcome.sizing.action_index]
     assert traded.leverage <= opened.execution["leverage"]
     again.stop()
+
+
+def test_simulator_trades_the_stacks_choice_when_no_worker_answers(stack_factory: Any) -> None:
+    """`rl-worker simulate` goes through the client: with no worker, every decision misses its deadline,
+    the positions trade the stack's own choices and report the fallbacks; many in a row end it (exit 1)."""
+    stack = stack_factory()  # no worker: simulate creates the topics, nobody decides
+    done = cli(stack, "simulate", "--positions", "6", "--in-flight", "3", "--deadline", "0.5")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "6/6 closed" in done.stdout and "fallbacks meta 6 sizing 6" in done.stdout
+    executions = [r.json() for r in run(read_topic(stack.bootstrap, stack.executions, expect=6))]
+    closes = [r.json() for r in run(read_topic(stack.bootstrap, stack.closes, expect=6))]
+    assert len(executions) == len(closes) == 6
+    assert all(e["meta_fallback"] is True and e["strategy"] and e["model"] for e in executions)
+    assert all(c["sizing_fallback"] is True and c["leverage"] >= 1 for c in closes)
+    gone = cli(stack, "simulate", "--positions", "20", "--in-flight", "1", "--deadline", "0.3")
+    assert gone.returncode == 1
+    assert "no decision within 0.3 s for 4 positions in a row" in gone.stderr
 
 
 def test_decisions_via_raw_events_keep_arms_on_a_second_worker(stack_factory: Any) -> None:
