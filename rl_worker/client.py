@@ -94,6 +94,7 @@ class DecisionClient:
         self._positions: dict[str, _Position] = {}
         self._reader: asyncio.Task[None] | None = None
         self.late_decisions = 0  # decisions that came after their deadline
+        self.duplicate_decisions = 0  # a second decision for one position and agent (e.g. after a worker restart)
 
     async def __aenter__(self) -> DecisionClient:
         await self.start()
@@ -155,6 +156,7 @@ class DecisionClient:
                         continue
                     if waiter.done():
                         self.late_decisions += waiter.cancelled()
+                        self.duplicate_decisions += not waiter.cancelled()
                         continue
                     waiter.set_result(decision)
 

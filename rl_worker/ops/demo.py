@@ -116,6 +116,9 @@ def _live_table(progress: SimulationProgress, health: dict[str, Any] | None) -> 
     rate = progress.decisions / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
     table.add_row("positions closed", f"{progress.closed} / {progress.target}")
     table.add_row("decisions / s", f"{rate:,.0f}")
+    fallbacks = progress.fallbacks
+    if fallbacks["meta"] or fallbacks["sizing"]:  # the stack traded its own choice: a decision missed its deadline
+        table.add_row("fallbacks (deadline missed)", f"meta {fallbacks['meta']}, sizing {fallbacks['sizing']}")
     if health:
         table.add_row("epsilon", f"{health['epsilon']:.4f}")
         table.add_row("Q-table states", f"meta {health['q_states']['meta']}, sizing {health['q_states']['sizing']}")

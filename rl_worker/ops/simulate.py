@@ -1,5 +1,7 @@
-"""The synthetic trading stack over Kafka: publishes signals and executions, reads the decisions,
-closes each position with an outcome that depends on them, and scores the choices.
+"""The synthetic trading stack over Kafka: trades each position through `rl_worker.client`
+(publish the signal, await the meta decision with a deadline; publish the execution, await the
+sizing decision), falls back to the stack's own choice when a decision misses its deadline,
+closes the position with an outcome that depends on what was traded, and scores the choices.
 
 The market itself (regimes, prices, the expected reward of every action) is pure and lives in
 `rl_worker.sim`; this module is its Kafka I/O.
@@ -8,25 +10,31 @@ The market itself (regimes, prices, the expected reward of every action) is pure
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
+from rl_worker.client import Answer, DecisionClient
+from rl_worker.core.arms import meta_action_of, sizing_action_within
+from rl_worker.ops.exceptions import CommandError
 from rl_worker.settings import Settings
 from rl_worker.sim.market import OpenedPosition, SimConfig, SyntheticMarket
 from rl_worker.sim.report import LearningReport
 from rl_worker.stream.connections import kafka_options
-from rl_worker.stream.internals import refresh_metadata
 from rl_worker.stream.topics import ensure_topics
 
-__all__ = ["SimulationProgress", "run_simulation"]
+__all__ = ["SimulationError", "SimulationProgress", "run_simulation"]
 
 log = logging.getLogger(__name__)
+
+
+class SimulationError(CommandError):
+    """The workers stopped answering: every decision of many positions in a row missed its deadline."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
 
 
 @dataclass
@@ -38,8 +46,10 @@ class SimulationProgress:
     started_s: float = field(default_factory=time.monotonic)
     opened: int = 0
     closed: int = 0
-    decisions: int = 0
-    duplicates: int = 0
+    decisions: int = 0  # decisions that came in time
+    fallbacks: dict[str, int] = field(default_factory=lambda: {"meta": 0, "sizing": 0})  # deadline missed
+    late: int = 0  # decisions that came after their deadline (dropped by the client)
+    duplicates: int = 0  # decisions that came twice for one position and agent
     curve: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -47,8 +57,20 @@ class SimulationProgress:
         return time.monotonic() - self.started_s
 
 
-def _dumps(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode()
+def _meta_index(answer: Answer) -> int:
+    if answer.decision is not None:
+        return int(answer.decision["action_index"])
+    action = answer.action  # the stack's own choice: the signal's strategy / model / weight
+    return meta_action_of(str(action["strategy"]), str(action["model"]), float(action["weight"]))
+
+
+def _sizing_index(answer: Answer, position: OpenedPosition) -> int:
+    if answer.decision is not None:
+        return int(answer.decision["action_index"])
+    action, hidden = answer.action, position.hidden  # the execution's own size, inside its limits
+    return sizing_action_within(
+        float(action["size_multiplier"]), float(action["leverage"]), hidden.max_size_multiplier, hidden.max_leverage
+    )
 
 
 async def run_simulation(
@@ -60,85 +82,63 @@ async def run_simulation(
     curve_every: int = 100,
     sim_config: SimConfig | None = None,
     on_progress: Callable[[SimulationProgress], None] | None = None,
-    decision_timeout_s: float = 60.0,
+    deadline_s: float = 5.0,
+    max_fallbacks_in_a_row: int | None = None,
 ) -> SimulationProgress:
-    """Trade `positions` positions through the workers; at most `in_flight` open at a time."""
+    """Trade `positions` positions through the workers; at most `in_flight` open at a time.
+
+    Each decision is awaited at most `deadline_s`; after that the position trades the stack's own
+    choice and the client reports the fallback (on the execution, or on the close). When
+    `max_fallbacks_in_a_row` positions (default 4 x `in_flight`) in a row fell back on both
+    decisions the workers are taken for gone: SimulationError.
+    """
     await ensure_topics(settings)
     config = sim_config or SimConfig(core=settings.core)
     market = SyntheticMarket(seed, config)
     progress = SimulationProgress(positions, LearningReport(window))
-    t = settings.topics
-    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=2)
-    consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False, fetch_max_wait_ms=20)
-    await producer.start()
-    await consumer.start()
-    waiting: dict[str, dict[str, Any]] = {}
-    ready: asyncio.Queue[str] = asyncio.Queue()
+    give_up = max_fallbacks_in_a_row or 4 * in_flight
+    options = kafka_options(settings)
+    client = DecisionClient(options.pop("bootstrap_servers"), settings.topics, **options)
+    await client.start()
+    unanswered = 0
+    slots = asyncio.Semaphore(in_flight)
+
+    async def trade(position: OpenedPosition) -> None:
+        nonlocal unanswered
+        try:
+            meta = await client.decide_meta(position.signal, deadline_s)
+            sizing = await client.decide_sizing(position.execution, deadline_s)
+            meta_index, sizing_index = _meta_index(meta), _sizing_index(sizing, position)
+            scored = market.score(position, meta_index, sizing_index)
+            close = market.close_position(position, meta_index, sizing_index)
+            await client.report_close(close)
+        finally:
+            slots.release()
+        for agent, answer in (("meta", meta), ("sizing", sizing)):
+            progress.fallbacks[agent] += answer.fallback
+            progress.decisions += not answer.fallback
+        unanswered = unanswered + 1 if meta.fallback and sizing.fallback else 0
+        if unanswered >= give_up:
+            raise SimulationError(
+                f"no decision within {deadline_s} s for {unanswered} positions in a row: are the workers running?"
+            )
+        progress.closed += 1
+        progress.late, progress.duplicates = client.late_decisions, client.duplicate_decisions
+        progress.report.record(scored)
+        if progress.closed % curve_every == 0 or progress.closed == positions:
+            snapshot = progress.report.snapshot().as_dict()
+            progress.curve.append(snapshot | {"elapsed_s": progress.elapsed_s})
+        if on_progress is not None:
+            on_progress(progress)
+
     try:
-        partitions = consumer.partitions_for_topic(t.decisions)
-        while partitions is None:
-            await refresh_metadata(consumer)
-            partitions = consumer.partitions_for_topic(t.decisions)
-        tps = [TopicPartition(t.decisions, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve the end offsets now, before anything is published
-            await consumer.position(tp)
-
-        async def read_decisions() -> None:
-            while True:
-                batch = await consumer.getmany(*tps, timeout_ms=100)
-                for records in batch.values():
-                    for record in records:
-                        decision = json.loads(record.value)
-                        entry = waiting.get(decision["position_id"])
-                        if entry is None or decision["agent"] in entry:
-                            progress.duplicates += entry is not None
-                            continue
-                        entry[decision["agent"]] = decision
-                        progress.decisions += 1
-                        if "meta" in entry and "sizing" in entry:
-                            ready.put_nowait(decision["position_id"])
-
-        reader = asyncio.create_task(read_decisions())
-        opened: dict[str, OpenedPosition] = {}
-
-        async def open_one() -> None:
-            position = market.open_position()
-            opened[position.position_id] = position
-            waiting[position.position_id] = {}
-            key = position.position_id.encode()
-            await producer.send(t.signals, key=key, value=_dumps(position.signal))
-            await producer.send(t.executions, key=key, value=_dumps(position.execution))
-            progress.opened += 1
-
-        while progress.opened < min(in_flight, positions):
-            await open_one()
-        while progress.closed < positions:
-            try:
-                position_id = await asyncio.wait_for(ready.get(), decision_timeout_s)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"no decision for {decision_timeout_s}s; {len(opened)} positions wait for one"
-                ) from None
-            position = opened.pop(position_id)
-            entry = waiting.pop(position_id)
-            meta, sizing = entry["meta"]["action_index"], entry["sizing"]["action_index"]
-            scored = market.score(position, meta, sizing)
-            close = market.close_position(position, meta, sizing)
-            await producer.send(t.closes, key=position_id.encode(), value=_dumps(close))
-            progress.closed += 1
-            progress.report.record(scored)
-            if progress.closed % curve_every == 0 or progress.closed == positions:
-                snapshot = progress.report.snapshot().as_dict()
-                progress.curve.append(snapshot | {"elapsed_s": progress.elapsed_s})
-            if on_progress is not None:
-                on_progress(progress)
-            if progress.opened < positions:
-                await open_one()
-        await producer.flush()
-        reader.cancel()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(positions):
+                await slots.acquire()
+                group.create_task(trade(market.open_position()))
+                progress.opened += 1
+    except ExceptionGroup as failed:  # the first task's error, as the caller would see it without tasks
+        raise failed.exceptions[0] from None
     finally:
-        await consumer.stop()
-        await producer.stop()
+        await client.stop()
     return progress
