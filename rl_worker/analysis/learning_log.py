@@ -1,10 +1,12 @@
-"""The learning log as columns: per arm the trades and their rewards, per agent the RL arm's logged decisions.
+"""The learning log as columns: per arm the trades and their rewards, per agent the logged decisions.
 
 A `LogTally` is fed every record of the log in order, each after the replica applied it (the
 rewards are the replica's: they depend on the trades before, so the log is replayed from its
-start); records closed before `since_ms` only advance the replica. The RL arm's decisions enter
+start); records closed before `since_ms` only advance the replica. Every arm's decisions enter
 the off-policy columns when they were traded as published (an overridden decision's traded
-action has no logged propensity) and carry a propensity (records from before it was logged do not).
+action has no logged propensity) and carry a propensity (records from before it was logged do
+not): each with the propensity of the policy that made it -- the RL arm's epsilon-greedy one,
+a uniform control's 1/|A|, or 1.0 for the stack's own choice.
 """
 
 from __future__ import annotations
@@ -100,8 +102,6 @@ class LogTally:
         columns.size.append(applied.size_reward)
         columns.closed_at_ms.append(outcome.closed_at_ms)
         self.overridden += outcome.overridden
-        if outcome.policy != self.rl_arm:
-            return
         meta, sizing = outcome.meta, outcome.sizing
         for step, agent, reward in ((meta, self.meta, applied.meta_reward), (sizing, self.sizing, applied.size_reward)):
             if step.decided_action_index is not None:

@@ -2,8 +2,9 @@
 
 The candidate is a checkpoint: `OFFSET` (a checkpoint of this app id), `APP_ID` (the latest
 checkpoint of that namespace, e.g. a backfilled one) or `APP_ID@OFFSET`. The logged data are
-the RL arm's decisions in this app id's learning log (`--since` limits them by close time) that
-were traded as published and carry a propensity. Per agent: IPS, SNIPS and DR
+the decisions of both arms in this app id's learning log (`--since` limits them by close time)
+that were traded as published and carry a propensity, each with its own policy's propensity (a
+uniform control share is what lets a candidate be judged beyond what the RL arm tried). Per agent: IPS, SNIPS and DR
 (`rl_worker.analysis.off_policy`: the candidate's greedy policy; DR's reward model is fit on the
 logged decisions, per state and action, and refit in every bootstrap resample) with bootstrap
 intervals, the effective sample size and warnings about the importance weights; beside them,
@@ -78,7 +79,7 @@ def evaluate_candidate(
     """Both agents' estimates; EvaluateError when neither agent has logged decisions."""
     if all(len(c) == 0 for c in columns.values()):
         raise EvaluateError(
-            "no logged RL-arm decisions to evaluate on (none in the window, all overridden, or logged "
+            "no logged decisions to evaluate on (none in the window, all overridden, or logged "
             "before propensities were recorded)"
         )
     reports = {}
@@ -106,7 +107,7 @@ def _num(value: Any) -> str:
 
 
 def format_evaluation(name: str, reports: dict[str, OffPolicyReport]) -> str:
-    lines = [f"off-policy evaluation of {name} (its greedy policy) on the logged RL-arm decisions"]
+    lines = [f"off-policy evaluation of {name} (its greedy policy) on the logged decisions"]
     for agent, report in reports.items():
         lines += [
             "",

@@ -31,9 +31,9 @@ def test_columns_window_and_off_policy_decisions() -> None:
     assert len(tally.trades("rl")) == 4 and len(tally.trades("control")) == 1
     assert len(tally.trades("nobody")) == 0
     assert tally.overridden == 1 and tally.without_propensity == 1
-    assert len(tally.meta) == 3  # outcomes 2, 4, 5 (6 has no propensity)
-    assert len(tally.sizing) == 3  # outcomes 2, 4, 6 (5 was overridden)
-    assert tally.meta.propensities == [0.5, 0.5, 0.5]
+    assert len(tally.meta) == 4  # outcomes 2, 3 (the control arm's), 4, 5 (6 has no propensity)
+    assert len(tally.sizing) == 4  # outcomes 2, 3, 4, 6 (5 was overridden)
+    assert tally.meta.propensities == [0.5, 0.5, 0.5, 0.5]
     assert all(max(m.members) < 40 for m in tally.sizing.masks)  # max leverage 3: 5 multipliers x 2 levels
     assert tally.start_reading is not None and tally.start_reading.outcomes_applied == 3
     rewards = tally.trades("rl").meta_reward
