@@ -53,6 +53,7 @@ class Handover:
         self._resynced: set[str] = set()
         app.rl_on_committed = self._on_committed  # type: ignore[attr-defined]
         app.rl_true_ends = self.recovery.true_ends  # type: ignore[attr-defined]
+        app.rl_committed_offset = self.committed_offset  # type: ignore[attr-defined]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
     # ---- the input agent's calls -----------------------------------------------------------------
@@ -115,6 +116,12 @@ class Handover:
             del self.unacked[position_id]
         if not fut.cancelled() and fut.exception() is None:
             self.ledger.on_sent(partition, fut.result().offset, triggers, decision_id)
+
+    def committed_offset(self, topic: str, partition: int) -> int | None:
+        """The input offset the broker has committed for `topic[partition]` as this worker knows it
+        (read at the assignment, advanced by each accepted commit); None before the read-back."""
+        ledger = self.ledger.partitions.get(partition)
+        return None if ledger is None else ledger.committed.get(topic)
 
     # ---- Faust's hooks ---------------------------------------------------------------------------
 

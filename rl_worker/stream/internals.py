@@ -236,6 +236,59 @@ def _treat_gaps_as_undelivered() -> None:
     consumer_cls._rl_worker_gaps = True  # type: ignore[attr-defined]
 
 
+def _commit_only_from_the_committed_offset() -> None:
+    """An input partition's commit must start at the offset the broker has committed: no commit
+    over a hole at its head.
+
+    Faust's `_new_offset` commits the first run of consecutive acknowledged offsets, and refuses
+    only when that run starts more than one past the committed offset (`min(acked) - committed
+    > 1`), although its committed offset is the next offset to read: a run starting one past it
+    was committed over the record at the committed offset itself, never processed. After a
+    rebalance its fetch loop also takes a first record one past the committed offset for "no
+    gap" (its read offset means the next record there, the last record delivered elsewhere), and
+    when its seek to the committed offsets fails (`IllegalStateError: No current assignment`
+    inside a second rebalance) it knows no committed offset at all and commits any run. Seen on
+    tansu in scripts/soak.py: a position's signal, at the committed offset of its partition when
+    the partition changed hands, was committed unprocessed (both decisions lost for good).
+
+    So for the input topics the run must start at or below the committed offset the app knows
+    from the broker (`app.rl_committed_offset(topic, partition)`: read at the assignment,
+    advanced by each accepted commit) or Faust's own, whichever is higher; otherwise nothing is
+    committed, the stall watch sees the partition's commits stop and seeks it back, and the
+    record is fetched again.
+    """
+    consumer_cls = faust_consumer.Consumer
+    if getattr(consumer_cls, "_rl_worker_commit_base", False):
+        return
+    original = consumer_cls._new_offset
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        if tp.topic not in _gap_topics:
+            return original(self, tp)  # type: ignore[no-any-return]
+        acked = self._acked.get(tp)
+        if not acked:
+            return None
+        base = committed_base(self, tp)
+        if base is None or min(acked) > base:
+            return None
+        offset = original(self, tp)
+        return None if offset is None or offset <= base else offset
+
+    consumer_cls._new_offset = _new_offset  # type: ignore[method-assign]
+    consumer_cls._rl_worker_faust_new_offset = original  # type: ignore[attr-defined]
+    consumer_cls._rl_worker_commit_base = True  # type: ignore[attr-defined]
+
+
+def committed_base(consumer: Any, tp: Any) -> int | None:
+    """The offset an input partition's next commit must start from (see
+    `_commit_only_from_the_committed_offset`); None while no committed offset is known."""
+    finder = getattr(consumer.app, "rl_committed_offset", None)
+    known = None if finder is None else finder(tp.topic, tp.partition)
+    faust_view = consumer._committed_offset.get(tp)
+    candidates = [x for x in (known, faust_view) if x is not None]
+    return max(candidates) if candidates else None
+
+
 def refetch_gaps_of(topics: set[str]) -> None:
     """The topics whose offset gaps are records not delivered (see `_treat_gaps_as_undelivered`)."""
     _gap_topics.update(topics)
@@ -250,6 +303,7 @@ def apply_patches(fetch_max_wait_ms: int) -> None:
     _report_commits()
     _read_changelog_ends()
     _treat_gaps_as_undelivered()
+    _commit_only_from_the_committed_offset()
 
 
 # ---- per-instance accessors ----------------------------------------------------------------------
@@ -331,6 +385,19 @@ def _check_gaps() -> None:
     )
     assert "await self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(faust_consumer.Consumer), (
         "faust's fetch loop no longer reports gaps through _add_gap as checked"
+    )
+
+
+def _check_commit_base() -> None:
+    method = getattr(faust_consumer.Consumer, "_new_offset", None)
+    assert method is not None, "faust Consumer._new_offset is gone"
+    params = list(inspect.signature(getattr(method, "__wrapped__", method)).parameters)
+    assert params == ["self", "tp"], f"Consumer._new_offset(self, tp) changed: now {params}"
+    source = inspect.getsource(faust_consumer.Consumer)
+    for attr in ("self._acked = defaultdict(list)", "self._committed_offset = defaultdict(lambda: None)"):
+        assert attr in source, f"faust Consumer no longer keeps `{attr}` (the commit rule reads it)"
+    assert "offset = self._new_offset(tp)" in source, (
+        "faust's commit no longer asks _new_offset for each partition's offset"
     )
 
 
@@ -426,6 +493,12 @@ INTERNALS = (
         "offset gaps in the input topics are records not delivered: left uncommitted, fetched again",
         "correctness: no commit past records never processed after a rebalance (scripts/soak.py)",
         _check_gaps,
+    ),
+    Internal(
+        "faust Consumer._new_offset, wrapped",
+        "an input partition's commit starts at its committed offset: never over a record not processed",
+        "correctness: no position's records committed unprocessed after a rebalance (scripts/soak.py, tansu)",
+        _check_commit_base,
     ),
     Internal(
         "faust Recovery._build_highwaters, wrapped",

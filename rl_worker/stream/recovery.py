@@ -111,11 +111,13 @@ class DecisionRecovery:
         assert self.consumer is not None
         t = self.settings.topics
         out: dict[int, dict[str, int]] = {}
-        for partition in partitions:
-            out[partition] = {}
-            for topic in (t.signals, t.executions, t.closes):
-                offset = await self.consumer.committed(TopicPartition(topic, partition))
-                out[partition][topic] = offset or 0
+        tps = [TopicPartition(topic, p) for p in partitions for topic in (t.signals, t.executions, t.closes)]
+        # No committed offset, or one below the log's start (retention): the group reads from the
+        # log's start (auto_offset_reset "earliest"), where the next commit must start.
+        starts = await self.consumer.beginning_offsets(tps)
+        for tp in tps:
+            offset = await self.consumer.committed(tp)
+            out.setdefault(tp.partition, {})[tp.topic] = max(offset or 0, starts.get(tp, 0))
         return out
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
