@@ -26,6 +26,7 @@ __all__ = [
     "KafkaBroker",
     "KafkaNotFetchedError",
     "SaslSslListener",
+    "SslListener",
     "kafka_libs",
     "kafka_version",
 ]
@@ -80,6 +81,26 @@ class SaslSslListener:
         return f"{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class SslListener:
+    """A TLS listener without SASL, named `name` (unique among the broker's listeners).
+
+    `keystore_pem`: key + certificate chain (its own, so one broker can offer certificates that
+    name different hosts); `client_ca_pem`: when set, clients must present a certificate signed by
+    that CA (mutual TLS, `ssl.client.auth=required`).
+    """
+
+    name: str
+    keystore_pem: Path
+    client_ca_pem: Path | None = None
+    port: int = field(default_factory=_free_port)
+    host: str = "localhost"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 def _cluster_id() -> str:
     """A Kafka Uuid as `kafka-storage random-uuid` prints it (22 url-safe base64 characters)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -122,6 +143,7 @@ class KafkaBroker:
         libs: Path | None = None,
         port: int | None = None,
         sasl_ssl: SaslSslListener | None = None,
+        ssl_listeners: tuple[SslListener, ...] = (),
         heap: str = "512m",
         overrides: dict[str, str] | None = None,
         log_level: str = "WARN",
@@ -132,6 +154,7 @@ class KafkaBroker:
         self.port = port or _free_port()
         self.controller_port = _free_port()
         self.sasl_ssl = sasl_ssl
+        self.ssl_listeners = ssl_listeners
         self.heap = heap
         self.overrides = overrides or {}
         self.log_level = log_level
@@ -185,6 +208,21 @@ class KafkaBroker:
                 "ssl.keystore.type": "PEM",
                 "ssl.keystore.location": str(listener.keystore_pem),
             }
+        for tls in self.ssl_listeners:
+            listeners.append(f"{tls.name}://127.0.0.1:{tls.port}")
+            advertised.append(f"{tls.name}://{tls.host}:{tls.port}")
+            protocols.append(f"{tls.name}:SSL")
+            prefix = f"listener.name.{tls.name.lower()}"
+            props |= {
+                f"{prefix}.ssl.keystore.type": "PEM",
+                f"{prefix}.ssl.keystore.location": str(tls.keystore_pem),
+            }
+            if tls.client_ca_pem is not None:
+                props |= {
+                    f"{prefix}.ssl.client.auth": "required",
+                    f"{prefix}.ssl.truststore.type": "PEM",
+                    f"{prefix}.ssl.truststore.location": str(tls.client_ca_pem),
+                }
         props |= {
             "listeners": ",".join(listeners),
             "advertised.listeners": ",".join(advertised),

@@ -114,7 +114,27 @@ def redis_options(settings: Settings) -> dict[str, Any]:
 # ---- start-up probes ---------------------------------------------------------------------------
 
 
-def _tls_cause(exc: ssl.SSLError, where: str, ca_setting: str) -> str:
+# TLS alerts a server sends when it wants a client certificate it did not get or does not trust
+# (Kafka's JSSE sends bad_certificate, OpenSSL servers certificate_required or unknown_ca)
+_CLIENT_CERT_ALERTS = ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA",
+                       "ALERT_CERTIFICATE_UNKNOWN", "ALERT_HANDSHAKE_FAILURE")
+
+
+def _tls_cause(exc: ssl.SSLError, where: str, ca_setting: str, client_cert: bool = False) -> str:
+    """The cause of a failed TLS connection in words. `ca_setting` names the CA file setting of the
+    service (RL_KAFKA__SSL_CA_FILE / RL_REDIS__SSL_CA_FILE); `client_cert`: one is configured."""
+    cert_setting = ca_setting.replace("SSL_CA_FILE", "SSL_CERT_FILE")
+    key_setting = ca_setting.replace("SSL_CA_FILE", "SSL_KEY_FILE")
+    if any(alert in str(exc) for alert in _CLIENT_CERT_ALERTS):
+        reason = getattr(exc, "reason", None) or exc
+        if client_cert:
+            return (
+                f"TLS: {where} refused the client certificate ({reason}): is {cert_setting} "
+                "signed by a CA the server trusts, and still valid?"
+            )
+        return (
+            f"TLS: {where} requires a client certificate ({reason}): set {cert_setting} and {key_setting}"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         if "hostname" in (exc.verify_message or "") or "IP address mismatch" in (exc.verify_message or ""):
             return f"TLS: the certificate of {where} does not name that host ({exc.verify_message})"
@@ -140,6 +160,7 @@ async def probe_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
     options.pop("bootstrap_servers")
     security = settings.kafka
     who = f"user {security.username!r} ({security.sasl_mechanism})" if security.uses_sasl else "this client"
+    client_cert = security.ssl_cert_file is not None
     unreachable: list[str] = []
     for host_port in settings.kafka_bootstrap.split(","):
         host, _, port = host_port.strip().rpartition(":")
@@ -149,7 +170,7 @@ async def probe_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
                 create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **options), timeout_s
             )
         except ssl.SSLError as exc:
-            raise ConnectionConfigError(_tls_cause(exc, where, "RL_KAFKA__SSL_CA_FILE")) from None
+            raise ConnectionConfigError(_tls_cause(exc, where, "RL_KAFKA__SSL_CA_FILE", client_cert)) from None
         except (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError) as exc:
             raise ConnectionConfigError(
                 f"SASL authentication of {who} failed at {where}: wrong user name or password? "
@@ -168,13 +189,26 @@ async def probe_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
                 raise ConnectionConfigError(_closed_cause(where, security)) from None
             unreachable.append(f"{host}:{port}: {exc.strerror or exc!r}")
             continue
-        except (errors.KafkaConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            # the listener took the connection and dropped or ignored what was sent
+        except (errors.KafkaConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            # the listener took the connection and dropped or ignored what was sent; with TLS 1.3 a
+            # refused client certificate arrives as an alert after the handshake, behind this error
+            alert = _ssl_error_behind(exc)
+            if alert is not None:
+                raise ConnectionConfigError(_tls_cause(alert, where, "RL_KAFKA__SSL_CA_FILE", client_cert)) from None
             raise ConnectionConfigError(_closed_cause(where, security)) from None
         else:
             conn.close()
             return
     raise InfrastructureError(f"no Kafka broker reachable: {'; '.join(unreachable)}")
+
+
+def _ssl_error_behind(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+    return None
 
 
 def _closed_cause(where: str, security: KafkaSecurity) -> str:
@@ -213,7 +247,9 @@ async def probe_redis(settings: Settings, timeout_s: float = 5.0) -> None:
         cause = exc.__cause__ or exc.__context__
         text = str(exc)
         if isinstance(cause, ssl.SSLError):
-            raise ConnectionConfigError(_tls_cause(cause, where, "RL_REDIS__SSL_CA_FILE")) from None
+            raise ConnectionConfigError(
+                _tls_cause(cause, where, "RL_REDIS__SSL_CA_FILE", settings.redis.ssl_cert_file is not None)
+            ) from None
         if "certificate verify failed" in text:
             raise ConnectionConfigError(
                 f"TLS: the certificate of {where} is not trusted; is RL_REDIS__SSL_CA_FILE the CA that signed it?"

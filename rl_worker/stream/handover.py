@@ -34,6 +34,7 @@ __all__ = ["STALL_EXIT_STATUS", "Handover"]
 log = logging.getLogger(__name__)
 
 STALL_EXIT_STATUS = 70
+HOLE_RESEEK_S = 5.0  # a partition sought back for a hole is not sought again sooner
 Send = Callable[..., Awaitable[Any]]
 
 
@@ -51,9 +52,12 @@ class Handover:
         self.unacked: dict[str, asyncio.Future[Any]] = {}  # position id -> its last decision send, until acked
         self.deferred: set[asyncio.Future[Any]] = set()  # outcome sends waiting for their decisions
         self._resynced: set[str] = set()
+        self._seeks: set[asyncio.Future[Any]] = set()
         app.rl_on_committed = self._on_committed  # type: ignore[attr-defined]
         app.rl_true_ends = self.recovery.true_ends  # type: ignore[attr-defined]
         app.rl_committed_offset = self.committed_offset  # type: ignore[attr-defined]
+        app.rl_on_hole = self.on_hole  # type: ignore[attr-defined]
+        self._hole_seeks: dict[tuple[str, int], float] = {}  # input (topic, partition) -> last seek
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
     # ---- the input agent's calls -----------------------------------------------------------------
@@ -122,6 +126,32 @@ class Handover:
         (read at the assignment, advanced by each accepted commit); None before the read-back."""
         ledger = self.ledger.partitions.get(partition)
         return None if ledger is None else ledger.committed.get(topic)
+
+    def on_hole(self, tp: Any, offset: int) -> None:
+        """Records of an input partition were delivered past one that was not (internals: a commit
+        refused over a hole at the committed offset, or an offset gap): seek the partition back to
+        its committed offset now rather than after the stall watch's timeout. What comes again was
+        decided and published already or never: the ledger is held until it has come again."""
+        app: Any = self.app
+        key = (tp.topic, tp.partition)
+        now = time.monotonic()
+        if now - self._hole_seeks.get(key, -HOLE_RESEEK_S) < HOLE_RESEEK_S:
+            return  # sought back a moment ago: the records are on their way
+        if app.consumer is None or getattr(app, "rebalancing", False) or tp not in app.consumer.assignment():
+            return  # a rebalance seeks every partition to its committed offset anyway
+        committed = self.committed_offset(tp.topic, tp.partition)
+        if committed is None:
+            return
+        self._hole_seeks[key] = now
+        self.metrics.hole_seeks.inc()
+        log.warning(
+            "%s[%d]: a record from the committed offset %d on was not delivered (next seen: %d): "
+            "seeking back to %d", tp.topic, tp.partition, committed, offset, committed,
+        )
+        self.ledger.hold(tp.partition, tp.topic, committed)
+        task = asyncio.ensure_future(app.consumer.seek(tp, committed))
+        self._seeks.add(task)
+        task.add_done_callback(self._seeks.discard)
 
     # ---- Faust's hooks ---------------------------------------------------------------------------
 

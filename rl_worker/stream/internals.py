@@ -217,8 +217,9 @@ def _treat_gaps_as_undelivered() -> None:
     goes past them. After a rebalance on tansu and on Apache Kafka, such a jump also happens when
     records fetched before Faust's seek to the committed offsets were dropped: the commit then
     went past records never processed (decisions lost for good). For the input topics the gap is
-    left unacknowledged instead: the partition's commits stop there, the stall watch notices it
-    and seeks the partition back to its committed offset, and the records are fetched again.
+    left unacknowledged instead: the partition's commits stop there, the app is told
+    (`app.rl_on_hole`) and seeks the partition back to its committed offset (the stall watch would
+    after its timeout), and the records are fetched again.
     Input topics must therefore have no gaps of their own (no transactional producer, no
     compaction), which is how a trading stack's event topics are written.
     """
@@ -229,6 +230,9 @@ def _treat_gaps_as_undelivered() -> None:
 
     async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
         if tp.topic in _gap_topics:
+            on_hole = getattr(self.app, "rl_on_hole", None)
+            if on_hole is not None:
+                on_hole(tp, offset_to)
             return
         await original(self, tp, offset_from, offset_to)
 
@@ -255,7 +259,8 @@ def _commit_only_from_the_committed_offset() -> None:
     from the broker (`app.rl_committed_offset(topic, partition)`: read at the assignment,
     advanced by each accepted commit) or Faust's own, whichever is higher; otherwise nothing is
     committed, the stall watch sees the partition's commits stop and seeks it back, and the
-    record is fetched again.
+    record is fetched again. Sooner than that: the app is told (`app.rl_on_hole(tp, base)`), and
+    seeks the partition back to `base` at once.
     """
     consumer_cls = faust_consumer.Consumer
     if getattr(consumer_cls, "_rl_worker_commit_base", False):
@@ -269,7 +274,12 @@ def _commit_only_from_the_committed_offset() -> None:
         if not acked:
             return None
         base = committed_base(self, tp)
-        if base is None or min(acked) > base:
+        if base is None:
+            return None
+        if min(acked) > base:
+            on_hole = getattr(self.app, "rl_on_hole", None)
+            if on_hole is not None:
+                on_hole(tp, min(acked))
             return None
         offset = original(self, tp)
         return None if offset is None or offset <= base else offset

@@ -60,6 +60,11 @@ class WorkerMetrics:
         self.partitions_stalled = Gauge(
             "rl_partitions_stalled", "assigned input partitions with waiting records and no commit progress", registry=r
         )
+        self.hole_seeks = Counter(
+            "rl_hole_seeks_total",
+            "input partitions sought back to their committed offset because a record there was not delivered",
+            registry=r,
+        )
         self.decisions_read_back = Counter(
             "rl_decisions_read_back_total", "decision records read back from the decisions topic on assignment",
             registry=r,

@@ -68,8 +68,11 @@ class CertificateAuthority:
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(key, cert, path)
 
-    def issue(self, hostnames: list[str]) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        """A server certificate naming `hostnames` (DNS names or IP addresses)."""
+    def issue(
+        self, hostnames: list[str], usage: str = "server"
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A server certificate naming `hostnames` (DNS names or IP addresses), or with usage
+        "client" a client certificate (mutual TLS) for the name `hostnames[0]`."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         names: list[x509.GeneralName] = []
@@ -89,7 +92,11 @@ class CertificateAuthority:
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+                x509.ExtendedKeyUsage([
+                    x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if usage == "server"
+                    else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+                ]),
+                critical=False,
             )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False

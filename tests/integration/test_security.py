@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from rl_worker.ops.kafka_broker import KafkaBroker, SaslSslListener
+from rl_worker.ops.kafka_broker import KafkaBroker, SaslSslListener, SslListener
 from rl_worker.settings import Settings, TopicNames
+from rl_worker.stream.exceptions import ConnectionConfigError
 from rl_worker.stream.topics import ensure_topics
 from tests.integration.brokers import test_broker_names
 from tests.integration.harness import Stack, produce, read_topic, run
@@ -57,6 +58,10 @@ class Secured:
     redis_user: str
     redis_user_password: str
     snapshot_token: str
+    mtls: SslListener  # TLS, client certificate required (signed by `ca`)
+    misnamed: SslListener  # TLS with a certificate that names another host than the one dialled
+    client_cert: Path
+    client_key: Path
 
     @property
     def secrets(self) -> list[str]:
@@ -88,7 +93,13 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     _, _, keystore = write_server_pem(directory, "kafka", key, cert, ca)
     kafka_password = "k-" + secrets.token_urlsafe(16)
     listener = SaslSslListener(keystore, {USER: kafka_password})
-    kafka = KafkaBroker(directory / "kafka", sasl_ssl=listener)
+    mtls = SslListener("MTLS", keystore, client_ca_pem=ca.cert_path)
+    key, cert = ca.issue(["rl-broker.invalid"])
+    _, _, misnamed_store = write_server_pem(directory, "misnamed", key, cert, ca)
+    misnamed = SslListener("MISNAMED", misnamed_store, host="127.0.0.1")
+    key, cert = ca.issue([USER], usage="client")
+    client_key, client_cert, _ = write_server_pem(directory, "client", key, cert, ca)
+    kafka = KafkaBroker(directory / "kafka", sasl_ssl=listener, ssl_listeners=(mtls, misnamed))
     redis_password, user_password = "r-" + secrets.token_urlsafe(16), "u-" + secrets.token_urlsafe(16)
     kafka.start()
     try:
@@ -96,7 +107,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         try:
             yield Secured(
                 kafka, listener, tls_redis, ca, other_ca, kafka_password, redis_password, "rl", user_password,
-                "t-" + secrets.token_urlsafe(16),
+                "t-" + secrets.token_urlsafe(16), mtls, misnamed, client_cert, client_key,
             )
         finally:
             tls_redis.stop()
@@ -193,6 +204,46 @@ def test_each_sasl_mechanism_authenticates(secured: Secured, mechanism: str) -> 
         topics=TopicNames(**{name: f"s{uid}.{name}" for name in TopicNames.model_fields}),
     )
     assert asyncio.run(ensure_topics(settings)) == settings.partitions
+
+
+def tls_settings(listener: SslListener, **kafka: object) -> Settings:
+    uid = secrets.token_hex(4)
+    return Settings(
+        kafka_bootstrap=listener.bootstrap,
+        kafka={"security_protocol": "SSL", **kafka},
+        topics=TopicNames(**{name: f"s{uid}.{name}" for name in TopicNames.model_fields}),
+    )
+
+
+def test_mutual_tls_works_with_the_client_certificate_and_names_it_when_missing(secured: Secured) -> None:
+    """A listener that requires a client certificate (ssl.client.auth=required)."""
+    settings = tls_settings(
+        secured.mtls, ssl_ca_file=secured.ca.cert_path,
+        ssl_cert_file=secured.client_cert, ssl_key_file=secured.client_key,
+    )
+    assert asyncio.run(ensure_topics(settings)) == settings.partitions
+    without = tls_settings(secured.mtls, ssl_ca_file=secured.ca.cert_path)
+    with pytest.raises(ConnectionConfigError) as refused:
+        asyncio.run(ensure_topics(without, timeout_s=10))
+    assert "client certificate" in str(refused.value) and "RL_KAFKA__SSL_CERT_FILE" in str(refused.value)
+    # a certificate the broker's CA did not sign is refused too
+    other_key, other_cert = secured.other_ca.issue([USER], usage="client")
+    key_path, cert_path, _ = write_server_pem(secured.client_cert.parent, "other-client", other_key, other_cert,
+                                              secured.other_ca)
+    foreign = tls_settings(secured.mtls, ssl_ca_file=secured.ca.cert_path, ssl_cert_file=cert_path,
+                           ssl_key_file=key_path)
+    with pytest.raises(ConnectionConfigError) as refused:
+        asyncio.run(ensure_topics(foreign, timeout_s=10))
+    assert "client certificate" in str(refused.value)
+
+
+def test_a_certificate_for_another_host_is_refused_unless_hostname_checks_are_off(secured: Secured) -> None:
+    checked = tls_settings(secured.misnamed, ssl_ca_file=secured.ca.cert_path)
+    with pytest.raises(ConnectionConfigError) as refused:
+        asyncio.run(ensure_topics(checked, timeout_s=10))
+    assert "does not name that host" in str(refused.value) and "127.0.0.1" in str(refused.value)
+    unchecked = tls_settings(secured.misnamed, ssl_ca_file=secured.ca.cert_path, ssl_check_hostname=False)
+    assert asyncio.run(ensure_topics(unchecked)) == unchecked.partitions
 
 
 FAILURES = {

@@ -26,7 +26,8 @@ def consumer(acked: dict[TP, list[int]], faust_committed: dict[TP, int], broker_
     def rl_committed_offset(topic: str, partition: int) -> int | None:
         return broker_committed if topic == INPUT.topic else None
 
-    app = SimpleNamespace(rl_committed_offset=rl_committed_offset)
+    app = SimpleNamespace(rl_committed_offset=rl_committed_offset, holes=[])
+    app.rl_on_hole = lambda tp, offset: app.holes.append((tp, offset))
     return SimpleNamespace(
         app=app,
         _acked=defaultdict(list, {tp: list(v) for tp, v in acked.items()}),
@@ -57,6 +58,7 @@ def test_faust_alone_commits_over_the_record_at_the_committed_offset() -> None:
 def test_a_hole_at_the_committed_offset_is_not_committed_over() -> None:
     state = consumer({INPUT: [11, 12]}, {INPUT: 10}, 10)
     assert new_offset(state, INPUT) is None
+    assert state.app.holes == [(INPUT, 11)]  # the app seeks the partition back at once
     assert state._acked[INPUT] == [11, 12]  # kept: committed once 10 comes again
     state._acked[INPUT].append(10)
     state._acked_index[INPUT].add(10)
@@ -91,3 +93,11 @@ def test_a_run_below_the_committed_offset_does_not_move_it_back() -> None:
 def test_other_topics_keep_faust_rule() -> None:
     state = consumer({OTHER: [11, 12]}, {OTHER: 10}, None)
     assert new_offset(state, OTHER) == 13
+
+
+def test_an_offset_gap_in_an_input_topic_is_not_acknowledged_and_is_reported() -> None:
+    import asyncio
+
+    state = consumer({}, {INPUT: 10}, 10)
+    asyncio.run(faust_consumer.Consumer._add_gap(state, INPUT, 11, 15))  # type: ignore[arg-type]
+    assert not state._gap[INPUT] and state.app.holes == [(INPUT, 15)]

@@ -99,3 +99,25 @@ def test_workers_started_by_the_demo_get_the_same_security(monkeypatch: pytest.M
 )
 def test_snapshot_needs_the_token(token: SecretStr | None, header: str | None, allowed: bool) -> None:
     assert snapshot_allowed(token, header) is allowed
+
+
+def test_a_refused_client_certificate_is_named_with_its_settings() -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    from rl_worker.stream.connections import _ssl_error_behind, _tls_cause
+
+    alert = ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate")
+    missing = _tls_cause(alert, "Kafka at b:9093 (SSL)", "RL_KAFKA__SSL_CA_FILE")
+    assert "requires a client certificate" in missing
+    assert "RL_KAFKA__SSL_CERT_FILE and RL_KAFKA__SSL_KEY_FILE" in missing
+    refused = _tls_cause(alert, "Redis at rediss://r:6380/0", "RL_REDIS__SSL_CA_FILE", client_cert=True)
+    assert "refused the client certificate" in refused and "RL_REDIS__SSL_CERT_FILE" in refused
+    # TLS 1.3: the alert comes after the handshake, behind the client's "connection closed"
+    try:
+        try:
+            raise alert
+        except ssl.SSLError as exc:
+            raise KafkaConnectionError("Connection at b:9093 closed") from exc
+    except KafkaConnectionError as closed:
+        assert _ssl_error_behind(closed) is alert
+    assert _ssl_error_behind(KafkaConnectionError("closed")) is None
