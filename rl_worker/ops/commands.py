@@ -3,8 +3,9 @@ each command's work lives in its own module of `rl_worker/ops/`."""
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,17 @@ async def run_command(work: Coroutine[Any, Any, None]) -> None:
     except (CheckpointStoreError, InfrastructureError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def reported(command: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Coroutine[Any, Any, None]]:
+    """A command whose refused connections and infrastructure errors end it as `run_command` does:
+    one line naming the cause, exit status 1, no traceback (a secret is never part of the message)."""
+
+    @functools.wraps(command)
+    async def guarded(*args: Any, **kwargs: Any) -> None:
+        await run_command(command(*args, **kwargs))
+
+    return guarded
 
 
 def register_commands(app: faust.App, settings: Settings) -> None:
@@ -106,6 +118,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             help="share of positions the stack's own choices decide (control arm); the summary adds the A/B verdict",
         ),
     )
+    @reported
     async def demo(
         self: Any,
         positions: int,
@@ -389,6 +402,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--png", type=str, default=None, help="plot cumulative pnl and rolling win rate per arm to this PNG"),
         option("--history", is_flag=True, default=False, help="list the stored reports and the trend of the verdicts"),
     )
+    @reported
     async def ab_test(self: Any, action: str, since: str | None, as_json: bool, png: str | None, history: bool) -> None:
         """The A/B arms of RL_APP_ID side by side: per-arm figures, tests, the seed's go-live criteria.
 
@@ -461,6 +475,7 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         option("--since", type=str, default=None, help="decisions of positions closed since (as ab-test --since)"),
         option("--json", "as_json", is_flag=True, default=False, help="print the estimates as JSON"),
     )
+    @reported
     async def evaluate(self: Any, candidate: str, since: str | None, as_json: bool) -> None:
         """Off-policy estimates (IPS, SNIPS, DR) of a candidate checkpoint on RL_APP_ID's logged decisions.
 

@@ -318,3 +318,17 @@ def test_preflight_passes_secured_and_names_the_cause_of_a_refusal(secured: Secu
     assert "SASL authentication of user 'rl-worker' (SCRAM-SHA-512) failed" in str(checks["broker reachable"]["detail"])
     assert "refused the password of user 'rl'" in str(checks["redis reachable"]["detail"])
     assert not checks["input topics present"]["ok"]  # not checked without a broker
+
+
+@pytest.mark.parametrize("command", [["demo", "--positions", "10", "--no-live"], ["ab-test", "report"]])
+def test_commands_name_a_refused_connection_in_one_line(secured: Secured, tmp_path: Path, command: list[str]) -> None:
+    """The commands that open their own clients: a broker refusing them ends them with the cause, exit 1."""
+    wrong = "wrong-" + secrets.token_hex(6)
+    args = [*command, "--out", str(tmp_path / "out")] if command[0] == "demo" else command
+    done = run_command(args, secured.env(RL_KAFKA__PASSWORD=wrong), tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-3000:]
+    assert "SASL authentication of user 'rl-worker' (SCRAM-SHA-512) failed" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert_no_secret(secured, out)
+    assert wrong not in out
