@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STALL_EXIT_STATUS = 70
 HOLE_RESEEK_S = 5.0  # a partition sought back for a hole is not sought again sooner
+START_CHECK_S = 2.0  # after an assignment's streams resumed: every waiting partition has delivered
 Send = Callable[..., Awaitable[Any]]
 
 
@@ -53,6 +54,9 @@ class Handover:
         self.deferred: set[asyncio.Future[Any]] = set()  # outcome sends waiting for their decisions
         self._resynced: set[str] = set()
         self._seeks: set[asyncio.Future[Any]] = set()
+        self._taken_at_assignment: dict[tuple[str, int], int] = {}
+        self._started_since: float | None = None  # when the current assignment's streams resumed
+        self._start_checked = True
         app.rl_on_committed = self._on_committed  # type: ignore[attr-defined]
         app.rl_true_ends = self.recovery.true_ends  # type: ignore[attr-defined]
         app.rl_committed_offset = self.committed_offset  # type: ignore[attr-defined]
@@ -157,6 +161,10 @@ class Handover:
 
     async def _on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
         self.recovery.on_assigned({tp.partition for tp in assigned if tp.topic in self.input_topics})
+        # for the first look once the assignment runs (`_check_started`): what was taken before it
+        self._taken_at_assignment = dict(self.last_taken)
+        self._started_since = None
+        self._start_checked = False
 
     def _on_committed(self, offsets: Any) -> None:
         app: Any = self.app
@@ -209,6 +217,7 @@ class Handover:
         except (KafkaError, TimeoutError) as exc:
             log.warning("stall watch: end offsets unavailable: %r", exc)
             return
+        self._check_started(assigned, ends)
         stalls = self.stall_watch.check(
             time.monotonic(),
             committed,
@@ -248,6 +257,48 @@ class Handover:
             # back: nothing is repeated or lost by leaving now.
             logging.shutdown()
             os._exit(STALL_EXIT_STATUS)
+
+    def _check_started(self, assigned: list[Any], ends: dict[Any, int]) -> None:
+        """Once per assignment, `START_CHECK_S` after its streams resumed: an input partition with
+        records waiting after its committed offset of which nothing was taken since the assignment
+        is sought back to that offset. Seen on tansu and Apache Kafka with Faust 0.15.3: records
+        fetched around the end of a rebalance were never delivered, with the fetch position
+        already past them, until a seek (the stall watch's, after RL_STALL_TIMEOUT_S, or the next
+        rebalance). Seeking a partition whose records were merely slow costs a redelivery, which
+        repeats nothing (the ledger is held until the record sought back to comes again)."""
+        app: Any = self.app
+        if self._start_checked or not assigned:
+            return
+        if getattr(app, "rebalancing", False) or not app.tables.recovery.completed.is_set():
+            self._started_since = None
+            return
+        now = time.monotonic()
+        if self._started_since is None:
+            self._started_since = now
+        if now - self._started_since < START_CHECK_S:
+            return
+        self._start_checked = True
+        idle = []
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            committed = self.committed_offset(tp.topic, tp.partition)
+            end = ends.get(tp)
+            if committed is None or end is None or end <= committed:
+                continue
+            if key in self.last_taken and self.last_taken[key] != self._taken_at_assignment.get(key):
+                continue  # records of it were taken since the assignment
+            idle.append((tp, committed))
+        for tp, committed in idle:
+            log.warning(
+                "%s[%d]: nothing taken since the assignment, records waiting after the committed offset "
+                "%d: seeking back to it", tp.topic, tp.partition, committed,
+            )
+            self.metrics.hole_seeks.inc()
+            self._hole_seeks[(tp.topic, tp.partition)] = now
+            self.ledger.hold(tp.partition, tp.topic, committed)
+            task = asyncio.ensure_future(app.consumer.seek(tp, committed))
+            self._seeks.add(task)
+            task.add_done_callback(self._seeks.discard)
 
     def health(self) -> dict[str, Any]:
         return {
