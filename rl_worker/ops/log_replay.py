@@ -23,7 +23,8 @@ from rl_worker.core.snapshot import decode_replica
 from rl_worker.errors import RlWorkerError
 from rl_worker.ops.learning_log import open_store
 from rl_worker.settings import Settings, redis_namespace
-from rl_worker.stream.connections import kafka_options
+from rl_worker.stream.connections import kafka_options, probe_kafka
+from rl_worker.stream.exceptions import ConnectionConfigError, InfrastructureError
 
 __all__ = ["LearningLogError", "ReplayResult", "replay_learning_log"]
 
@@ -59,6 +60,13 @@ async def replay_learning_log(settings: Settings, tally: LogTally, timeout_s: fl
     """Read the whole learning log of `settings.app_id`'s topic into a fresh replica and `tally`."""
     topic = settings.topics.outcomes
     tp = TopicPartition(topic, 0)
+    try:
+        # a refusal (credentials, TLS) raises ConnectionConfigError naming its cause
+        await probe_kafka(settings, timeout_s)
+    except ConnectionConfigError:
+        raise
+    except InfrastructureError as exc:
+        raise LearningLogError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc}") from None
     consumer = AIOKafkaConsumer(
         **kafka_options(settings),
         enable_auto_commit=False,
