@@ -13,7 +13,6 @@ import redis
 
 from rl_worker.contract import DecisionRecord
 from rl_worker.core.outcome import Outcome
-from tests.integration.brokers import TestBroker
 from tests.integration.harness import decision_id, produce, read_topic, record_key, run
 from tests.integration.replay import assert_matches_full_replay
 from tests.integration.test_decisions import build_positions
@@ -21,17 +20,7 @@ from tests.integration.test_decisions import build_positions
 pytestmark = pytest.mark.integration
 
 
-def test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay(
-    stack_factory: Any, broker: TestBroker, request: pytest.FixtureRequest
-) -> None:
-    if broker.name == "apache-kafka":
-        # Known, owned by issue 8 part 2 (exactly-once effects across a kill): on Apache Kafka the
-        # rebalances after the SIGKILL lose decisions in 3 of 3 runs here. Diagnosed: Faust's
-        # consumer bookkeeping across a rebalance (records fetched before it delivered after it:
-        # one partition's commit stuck behind a head gap, another committed past signals that were
-        # never processed). See /work/wt/notes/kafka.md. Not strict: it must start passing.
-        request.applymarker(pytest.mark.xfail(reason="issue 8 part 2: decisions lost across a rebalance "
-                                              "on Apache Kafka (Faust offset bookkeeping)", strict=False))
+def test_sigkill_and_rebalance_lose_no_decision_and_replicas_match_a_full_replay(stack_factory: Any) -> None:
     stack = stack_factory()
     first, second = stack.start_worker(), stack.start_worker()
     first.wait_ready()
