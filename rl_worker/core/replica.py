@@ -179,6 +179,7 @@ class ModelReplica:
         self._meta_greedy: dict[tuple[str, ...], tuple[QTable, int, tuple[int, ...] | None, ActionMask]] = {}
         self._sizing_greedy: dict[tuple[str, ActionMask, str], tuple[QTable, int, tuple[int, ...] | None]] = {}
         self._sizing_context = rules.sizing_context
+        self._sizing_masks: dict[tuple[float | None, float | None], ActionMask] = {}
         self._context_prefixes: dict[tuple[str, int], str] = {}
         self._set_hyperparameters(Hyperparameters.from_config(config), None, 0)
 
@@ -334,7 +335,12 @@ class ModelReplica:
         winrate = self.winrate.winrate
         slope = self.equity.slope
         key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
-        mask = sizing_action_mask(*effective_limits(self.config.risk, max_size_multiplier, max_leverage))
+        limits = (max_size_multiplier, max_leverage)
+        mask = self._sizing_masks.get(limits)
+        if mask is None:
+            mask = sizing_action_mask(*effective_limits(self.config.risk, max_size_multiplier, max_leverage))
+            if len(self._sizing_masks) < 1024:  # per-event limits are few in practice; never grow without bound
+                self._sizing_masks[limits] = mask
         table = self.sizing_table
         context = ""
         if self._sizing_context and regime is not None and meta_action is not None:
