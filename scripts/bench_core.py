@@ -189,6 +189,20 @@ def run_scale(runs: int, open_positions: int, states: int) -> dict[str, float]:
 
     config = CoreConfig.model_validate({"seed": 3})
     gc.collect()
+    # nothing is freed between the two measurements: freed heap would be reused and hide growth
+    before = rss_mib()
+    replica = ModelReplica(config)
+    meta_mask = meta_action_mask(next(iter(config.regime_strategies)), config)
+    sizing_mask = sizing_action_mask(config.risk.max_size_multiplier, config.risk.max_leverage)
+    half = states // 2
+    for i in range(half):
+        key = f"BREAKOUT|v{i}p0c0w0h0"
+        replica.meta_table.td_update(key, meta_mask.members[i % len(meta_mask)], 0.1, key, meta_mask, 0.1, 0.9, True)
+        key = f"c{i}e0w0v0s0"
+        replica.sizing_table.td_update(key, sizing_mask.members[i % len(sizing_mask)], 0.1, key, sizing_mask, 0.1,
+                                       0.9, True)
+    gc.collect()
+    replica_mib = rss_mib() - before
     joiner = PositionJoiner(ModelReplica(config), "rl", lambda: 0)
     rng = np.random.default_rng(5)
     signals = [factories.encode(factories.signal(f"pos-{i % 500}", rng)) for i in range(500)]
@@ -206,19 +220,6 @@ def run_scale(runs: int, open_positions: int, states: int) -> dict[str, float]:
     del rows, expiry, joiner
     gc.collect()
 
-    before = rss_mib()
-    replica = ModelReplica(config)
-    meta_mask = meta_action_mask(next(iter(config.regime_strategies)), config)
-    sizing_mask = sizing_action_mask(config.risk.max_size_multiplier, config.risk.max_leverage)
-    half = states // 2
-    for i in range(half):
-        key = f"BREAKOUT|v{i}p0c0w0h0"
-        replica.meta_table.td_update(key, meta_mask.members[i % len(meta_mask)], 0.1, key, meta_mask, 0.1, 0.9, True)
-        key = f"c{i}e0w0v0s0"
-        replica.sizing_table.td_update(key, sizing_mask.members[i % len(sizing_mask)], 0.1, key, sizing_mask, 0.1,
-                                       0.9, True)
-    gc.collect()
-    replica_mib = rss_mib() - before
     snapshot = encode_replica(replica)
 
     def encode_ms() -> float:
