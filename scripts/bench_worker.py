@@ -959,7 +959,7 @@ def result_document(results: list[RunResult], sizes: Sizes, command: str) -> dic
     }
     figures |= {
         "bare_faust_per_s": fig("bare_faust_per_s", "(b0) a bare Faust agent over the same backlog: consume + one "
-                                "`Topic.send` per event (Faust's floor for (b))", "/s"),
+                                "send per event (Faust's topic send) (Faust's floor for (b))", "/s"),
         "bare_faust_cpu_us": fig("bare_faust_cpu_us", "(b0) bare Faust agent CPU per event", "us"),
         "worker_vs_faust": fig("worker_per_s", "(b) worker signal → decision, beside the bare Faust agent", "/s",
                                ceiling="bare_faust_per_s", aim=f">= {AIM_FAUST_RATIO} of (b0)"),
