@@ -778,6 +778,13 @@ def check_loopback(url_or_hostport: str) -> None:
 async def bench(args: argparse.Namespace, procs: Processes, workdir: Path, sizes: Sizes) -> list[RunResult]:
     redis_url = args.redis_url
     check_loopback(redis_url)
+    if "k" in args.parts:  # before minutes of work, not after
+        from rl_worker.ops.kafka_broker import KafkaNotFetchedError, kafka_libs
+
+        try:
+            kafka_libs()
+        except KafkaNotFetchedError as exc:
+            raise SystemExit(f"part k (Apache Kafka): {exc}; or leave it out with --parts abde") from None
     procs.broker = EmbeddedBroker(workdir / "broker.log")
     bootstrap = procs.broker.bootstrap
     check_loopback(bootstrap)
