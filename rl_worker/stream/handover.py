@@ -24,6 +24,7 @@ from mode import Service
 
 from rl_worker.positions import Published
 from rl_worker.settings import Settings
+from rl_worker.stream.internals import fetch_position
 from rl_worker.stream.metrics import WorkerMetrics
 from rl_worker.stream.published import PublishedDecisions, Trigger
 from rl_worker.stream.recovery import DecisionRecovery
@@ -57,6 +58,7 @@ class Handover:
         self._taken_at_assignment: dict[tuple[str, int], int] = {}
         self._started_since: float | None = None  # when the current assignment's streams resumed
         self._start_checked = True
+        self._handed_out: dict[tuple[str, int], tuple[int, int, int]] = {}  # last look of _check_swallowed
         app.rl_on_committed = self._on_committed  # type: ignore[attr-defined]
         app.rl_true_ends = self.recovery.true_ends  # type: ignore[attr-defined]
         app.rl_committed_offset = self.committed_offset  # type: ignore[attr-defined]
@@ -218,6 +220,7 @@ class Handover:
             log.warning("stall watch: end offsets unavailable: %r", exc)
             return
         self._check_started(assigned, ends)
+        self._check_swallowed(assigned)
         stalls = self.stall_watch.check(
             time.monotonic(),
             committed,
@@ -299,6 +302,54 @@ class Handover:
             task = asyncio.ensure_future(app.consumer.seek(tp, committed))
             self._seeks.add(task)
             task.add_done_callback(self._seeks.discard)
+
+    def _check_swallowed(self, assigned: list[Any]) -> None:
+        """Records the fetcher handed out that never reached the agent: seek back at once.
+
+        Seen in the soak's stall diagnostics (Faust 0.15.3, tansu): the consumer's fetch position
+        tens of records past Faust's read offset, every record Faust delivered of the partition
+        already taken by the agent, the flow active, the partition neither paused nor buffered:
+        a batch dropped in Faust's fetch loop around a rebalance, found by the stall watch only
+        after its timeout. A partition seen so on two looks in a row (unchanged) is sought back
+        to its committed offset; records merely on their way change between two looks."""
+        app: Any = self.app
+        consumer = app.consumer
+        if (
+            getattr(app, "rebalancing", False)
+            or not app.tables.recovery.completed.is_set()
+            or not consumer.flow_active
+        ):
+            self._handed_out = {}
+            return
+        seen: dict[tuple[str, int], tuple[int, int, int]] = {}
+        now = time.monotonic()
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            position = fetch_position(consumer, tp)
+            read = consumer._read_offset.get(tp)
+            taken = self.last_taken.get(key)
+            if position is None or read is None or taken is None or taken < read:
+                continue  # unknown, or records of it still in the stream
+            if position <= taken + 1 or tp in consumer._paused_partitions or tp in consumer._buffered_partitions:
+                continue
+            seen[key] = look = (position, read, taken)
+            if self._handed_out.get(key) != look:
+                continue  # first look, or it moved
+            committed = self.committed_offset(tp.topic, tp.partition)
+            if committed is None or now - self._hole_seeks.get(key, -HOLE_RESEEK_S) < HOLE_RESEEK_S:
+                continue
+            log.warning(
+                "%s[%d]: fetched up to %d, delivered up to %d, taken up to %d: records were dropped "
+                "on their way to the agent; seeking back to the committed offset %d",
+                tp.topic, tp.partition, position - 1, read, taken, committed,
+            )
+            self.metrics.hole_seeks.inc()
+            self._hole_seeks[key] = now
+            self.ledger.hold(tp.partition, tp.topic, committed)
+            task = asyncio.ensure_future(consumer.seek(tp, committed))
+            self._seeks.add(task)
+            task.add_done_callback(self._seeks.discard)
+        self._handed_out = seen
 
     def health(self) -> dict[str, Any]:
         return {

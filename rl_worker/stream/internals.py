@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
@@ -33,6 +33,7 @@ __all__ = [
     "Internal",
     "apply_patches",
     "check_internals",
+    "fetch_position",
     "guard_producer_flush",
     "memory_rows",
     "refetch_gaps_of",
@@ -346,6 +347,20 @@ def guard_producer_flush(
     producer.flush = flush
 
 
+def fetch_position(consumer: Any, tp: Any) -> int | None:
+    """The next offset the aiokafka consumer inside Faust's consumer thread will hand out for `tp`
+    (None when it has none, or the shape is not as checked). Read from the main thread: an int
+    read, no call into the consumer thread."""
+    try:
+        subscription = consumer._thread._consumer._subscription.subscription
+        state = subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
+    except AttributeError:
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return int(state.position)
+
+
 async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
     """Fetch cluster metadata now, so `partitions_for_topic` sees a topic created a moment ago
     (aiokafka only refreshes on its own schedule; its public `topics()` does not update the
@@ -457,6 +472,23 @@ def _check_metadata() -> None:
     assert "self._client" in inspect.getsource(AIOKafkaConsumer.__init__), "AIOKafkaConsumer._client is gone"
 
 
+def _check_fetch_position() -> None:
+    from aiokafka.consumer.subscription_state import Assignment, TopicPartitionState
+
+    assert hasattr(Assignment, "state_value"), "aiokafka Assignment.state_value is gone"
+    source = inspect.getsource(TopicPartitionState)
+    for attr in ("def has_valid_position", "def position", "def paused"):
+        assert attr in source, f"aiokafka TopicPartitionState no longer has `{attr}`"
+    assert "self._subscription" in inspect.getsource(AIOKafkaConsumer.__init__), (
+        "AIOKafkaConsumer._subscription is gone"
+    )
+    thread_source = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread)
+    assert "self._consumer" in thread_source, "faust AIOKafkaConsumerThread._consumer is gone"
+    consumer_source = inspect.getsource(faust_consumer.Consumer)
+    for attr in ("self._read_offset", "self._paused_partitions", "self._buffered_partitions"):
+        assert attr in consumer_source, f"faust Consumer no longer keeps {attr}"
+
+
 def _check_app_option_scan() -> None:
     from faust.cli import base
 
@@ -521,6 +553,13 @@ INTERNALS = (
         "see a topic's partitions right after it was created (simulator, test harness)",
         "start-up of the simulator without polling for seconds",
         _check_metadata,
+    ),
+    Internal(
+        "aiokafka subscription state (fetch position) inside faust's consumer thread; faust Consumer "
+        "_read_offset / _paused_partitions / _buffered_partitions, read",
+        "records the fetcher handed out that never reached the agent are noticed in seconds",
+        "recovery time: a swallowed batch waited for the stall watch's 10 s (scripts/soak.py)",
+        _check_fetch_position,
     ),
     Internal(
         "faust cli _Group._maybe_import_app, made a no-op",
