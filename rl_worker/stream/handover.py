@@ -28,7 +28,7 @@ from rl_worker.stream.internals import fetch_position
 from rl_worker.stream.metrics import WorkerMetrics
 from rl_worker.stream.published import PublishedDecisions, Trigger
 from rl_worker.stream.recovery import DecisionRecovery
-from rl_worker.stream.stalls import StallWatch
+from rl_worker.stream.stalls import StallWatch, records_dropped_on_the_way
 
 __all__ = ["STALL_EXIT_STATUS", "Handover"]
 
@@ -328,10 +328,11 @@ class Handover:
             position = fetch_position(consumer, tp)
             read = consumer._read_offset.get(tp)
             taken = self.last_taken.get(key)
-            if position is None or read is None or taken is None or taken < read:
-                continue  # unknown, or records of it still in the stream
-            if position <= taken + 1 or tp in consumer._paused_partitions or tp in consumer._buffered_partitions:
+            if not records_dropped_on_the_way(position, read, taken):
+                continue  # unknown, all taken, or records of it still in the stream
+            if tp in consumer._paused_partitions or tp in consumer._buffered_partitions:
                 continue
+            assert position is not None and read is not None and taken is not None
             seen[key] = look = (position, read, taken)
             if self._handed_out.get(key) != look:
                 continue  # first look, or it moved

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Stall", "StallWatch"]
+__all__ = ["Stall", "StallWatch", "records_dropped_on_the_way"]
 
 TP = tuple[str, int]
 RECOVERY_FACTOR = 3
@@ -96,3 +96,13 @@ class StallWatch:
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
             self._seen.pop(tp, None)
+
+
+def records_dropped_on_the_way(position: int | None, read: int | None, taken: int | None) -> bool:
+    """The consumer's fetch position (`position`, the next offset it hands out) is past more than
+    one record beyond what the agent took (`taken`), while everything Faust delivered of the
+    partition (`read`, its read offset) was taken: records were handed out and never delivered.
+    Records merely on their way show the same for a moment; the caller asks for two looks."""
+    if position is None or read is None or taken is None:
+        return False
+    return taken >= read and position > taken + 1

@@ -42,3 +42,15 @@ def test_a_table_recovery_is_a_stall_only_when_it_lasts_much_longer() -> None:
     watch.check(0, {}, {}, rebalancing=False, recovering=True)
     assert watch.check(25, {}, {}, rebalancing=False, recovering=True) == []
     assert [s.what for s in watch.check(30, {}, {}, rebalancing=False, recovering=True)] == ["table recovery"]
+
+
+def test_records_dropped_on_the_way_to_the_agent() -> None:
+    from rl_worker.stream.stalls import records_dropped_on_the_way
+
+    # the soak's diagnostics: fetched up to 86, Faust's read offset 43, the agent took up to 47
+    assert records_dropped_on_the_way(87, 43, 47)
+    assert not records_dropped_on_the_way(48, 47, 47)  # all taken: idle
+    assert not records_dropped_on_the_way(87, 60, 47)  # delivered records still in the stream
+    assert not records_dropped_on_the_way(87, None, 47)  # nothing known
+    assert not records_dropped_on_the_way(None, 43, 47)
+    assert not records_dropped_on_the_way(87, 43, None)  # nothing taken yet (the start check's case)
