@@ -80,7 +80,7 @@ class LearningLog:
         replica = self.runtime.replica
         window_start = max(0, self.end - window)
         try:
-            restored = await restore_newest_valid(self.store, replica.config, window_start - 1)
+            restored = await restore_newest_valid(self.store, replica.config, self.end - 1, before=window_start)
         except CheckpointStoreError as exc:
             raise CommandError(f"checkpoint store unreachable: {exc}", 1) from exc
         if restored.replica is not None:

@@ -266,10 +266,12 @@ class RestoreResult:
 
 
 async def restore_newest_valid(
-    store: CheckpointStore, config: CoreConfig, max_offset: int | None = None
+    store: CheckpointStore, config: CoreConfig, max_offset: int | None = None, *, before: int | None = None
 ) -> RestoreResult:
     """The newest checkpoint that decodes under `config` and does not lie past `max_offset`
-    (the last offset of the log); corrupt, incompatible or foreign ones are reported and skipped."""
+    (the last offset of the log); corrupt, incompatible or foreign ones are reported and skipped.
+    `before`: only checkpoints at offsets below it are wanted (a command that replays a window of the
+    log); newer ones are passed over silently, they are not errors."""
     skipped: list[str] = []
     latest = await store.latest_offset()
     candidates = await store.offsets()
@@ -279,6 +281,8 @@ async def restore_newest_valid(
         if max_offset is not None and offset > max_offset:
             log.error("checkpoint %s skipped: past the end of the outcomes log (%s)", offset, max_offset)
             skipped.append(f"{offset}: past the end of the outcomes log ({max_offset}): another log's checkpoint")
+            continue
+        if before is not None and offset >= before:
             continue
         data = await store.load(offset)
         if data is None:

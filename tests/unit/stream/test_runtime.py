@@ -103,3 +103,28 @@ def test_memory_store_keeps_the_last_k_and_the_pointer_only_moves_forward() -> N
 
     store = asyncio.run(scenario())
     assert sorted(store.data) == [9, 11] and store.latest == 11
+
+
+def test_restore_before_an_offset_passes_newer_checkpoints_over_without_calling_them_foreign() -> None:
+    async def scenario() -> RestoreResult:
+        store = MemoryCheckpointStore(retention=5)
+        replica = ModelReplica(CoreConfig())
+        for offset, record in enumerate(make_outcomes(np.random.default_rng(3), CoreConfig(), 3)):
+            replica.apply(record, offset)
+            await store.save(offset, encode_replica(replica))
+        await store.save(40, encode_replica(replica))  # past the log's end: another log's
+        return await restore_newest_valid(store, CoreConfig(), 2, before=2)
+
+    result = asyncio.run(scenario())
+    assert result.offset == 1 and result.replica is not None
+    assert [s.split(":")[0] for s in result.skipped] == ["40"]  # 2 is inside the window, not an error
+
+
+def test_restore_before_zero_finds_nothing_and_reports_nothing() -> None:
+    async def scenario() -> RestoreResult:
+        store = MemoryCheckpointStore(retention=5)
+        await store.save(0, encode_replica(ModelReplica(CoreConfig())))
+        return await restore_newest_valid(store, CoreConfig(), 0, before=0)
+
+    result = asyncio.run(scenario())
+    assert result.replica is None and result.skipped == []
