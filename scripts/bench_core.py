@@ -69,6 +69,24 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
+def snapshot_timers(
+    replica: ModelReplica, snapshot: bytes, config: CoreConfig
+) -> tuple[Callable[[], float], Callable[[], float]]:
+    """Two measures, in ms: encoding `replica` and decoding `snapshot` (its encoding)."""
+
+    def encode_ms() -> float:
+        start = clock()
+        encode_replica(replica)
+        return (clock() - start) * 1e3
+
+    def decode_ms() -> float:
+        start = clock()
+        decode_replica(snapshot, config)
+        return (clock() - start) * 1e3
+
+    return encode_ms, decode_ms
+
+
 def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict[str, float]:
     config = CoreConfig.model_validate({"seed": 3, "profile": profile})
     records = build_outcomes(n_records, config)
@@ -161,16 +179,7 @@ def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict
     parse_seconds = median_of(runs, parse_all)
     decode_apply_seconds = median_of(runs, decode_apply_all)
     snapshot = encode_replica(trained)
-
-    def encode_ms() -> float:
-        start = clock()
-        encode_replica(trained)
-        return (clock() - start) * 1e3
-
-    def decode_ms() -> float:
-        start = clock()
-        decode_replica(snapshot, config)
-        return (clock() - start) * 1e3
+    encode_ms, decode_ms = snapshot_timers(trained, snapshot, config)
 
     return {
         "select_action_us": median_of(runs, lambda: time_per_call_us(select_only, calls)),
@@ -250,16 +259,7 @@ def run_scale(runs: int, open_positions: int, states: int) -> dict[str, float]:
     gc.collect()
 
     snapshot = encode_replica(replica)
-
-    def encode_ms() -> float:
-        start = clock()
-        encode_replica(replica)
-        return (clock() - start) * 1e3
-
-    def decode_ms() -> float:
-        start = clock()
-        decode_replica(snapshot, config)
-        return (clock() - start) * 1e3
+    encode_ms, decode_ms = snapshot_timers(replica, snapshot, config)
 
     return {
         "open_positions": float(open_positions),

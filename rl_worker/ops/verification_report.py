@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl_worker.ops.perf_table import figure_rows
+from rl_worker.ops.perf_table import commit, figure_rows
 
 __all__ = ["PROPERTIES", "SOURCES", "render_report"]
 
@@ -37,16 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC_PATH = ROOT / "docs" / "VERIFICATION_REPORT.md"
 RESULTS = ROOT / "results"
 BENCH_DIR = ROOT / "docs" / "bench"
-
-
-def _commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
-        )
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() or "unknown"
 
 
 def machine() -> dict[str, Any]:
@@ -393,7 +382,7 @@ def junit_to_results(junit: Path, command: str) -> dict[str, Any]:
     return {
         "command": command,
         "taken_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(),
+        "commit": commit(),
         "machine": machine(),
         "totals": totals,
         "tests": tests,
