@@ -44,4 +44,7 @@ then
   done
 fi
 
-exec .venv/bin/python -m pytest "$@"
+# Two processes (pytest-xdist): the integration tests mostly wait on brokers and workers, so the
+# Apache Kafka tests run on one process while tansu's and the unit tests run on the other (see
+# tests/integration/conftest.py). RL_TEST_JOBS=0 runs everything in this process.
+exec .venv/bin/python -m pytest -n "${RL_TEST_JOBS:-2}" --dist loadgroup "$@"

@@ -31,10 +31,24 @@ def use_docker() -> bool:
     return True
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist (`scripts/test.sh` runs `-n 2 --dist loadgroup`), keep each broker's tests
+    on one process, so each broker starts once and its tests keep their order, and keep a module
+    whose tests share a module-scoped stack (its own broker) together too."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("broker") if callspec is not None else None
+        group = f"broker-{name}" if name else f"module-{item.module.__name__ if item.module else item.nodeid}"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", params=test_broker_names())
 def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]:
     """One broker of each kind named in RL_TEST_BROKERS, for the whole session (tests sharing it
-    use their own topics and groups); pytest runs all tests of one broker before the next."""
+    use their own topics and groups); pytest runs all tests of one broker before the next (with
+    pytest-xdist, each broker's tests on one process: pytest_collection_modifyitems above)."""
     with running_broker(request.param, tmp_path_factory.mktemp(request.param)) as running:
         yield running
 
