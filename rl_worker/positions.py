@@ -444,9 +444,10 @@ class PositionJoiner:
             )
             emits.append(emit)
         if signal is not None and execution is not None and row.sizing is None:
-            # the sizing context: the signal's regime and the meta action as traded
+            # the sizing context (only when the rules learn one): the signal's regime and the meta
+            # action as traded; the published one is read back from its record, so not per event otherwise
             meta_action = execution.traded
-            if meta_action is None and row.meta is not None:
+            if meta_action is None and row.meta is not None and self.replica.config.learning.sizing_context:
                 meta_action = json.loads(row.meta.record)["action_index"]
             decision = self.replica.decide_sizing(
                 signal.confidence,
