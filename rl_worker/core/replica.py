@@ -486,31 +486,16 @@ class ModelReplica:
         if self._strategy_first:
             strategy = STRATEGIES.index(META_ACTIONS[meta_action].strategy)
             next_strategy_mask = self._strategy_masks[next_regime]
+            _, model, weight = _META_PARTS[meta_action]
             for key, next_key in meta_keys:
                 next_strategy_key = None if next_key is None else "S:" + next_key
-                meta_table.td_update(
-                    "S:" + key,
-                    strategy,
-                    r_meta,
-                    next_strategy_key,
-                    next_strategy_mask,
-                    meta_alpha,
-                    meta_gamma,
-                    visit_step,
-                )
+                rows = [("S:" + key, strategy)]
                 if self._factored:  # bootstrapped, as the strategy's value, on the next state's best strategy
-                    _, model, weight = _META_PARTS[meta_action]
-                    for factor_row, cell in ((f"M{strategy}:{key}", model), (f"W{strategy}:{key}", weight)):
-                        meta_table.td_update(
-                            factor_row,
-                            cell,
-                            r_meta,
-                            next_strategy_key,
-                            next_strategy_mask,
-                            meta_alpha,
-                            meta_gamma,
-                            visit_step,
-                        )
+                    rows += [(f"M{strategy}:{key}", model), (f"W{strategy}:{key}", weight)]
+                for row_key, cell in rows:
+                    meta_table.td_update(
+                        row_key, cell, r_meta, next_strategy_key, next_strategy_mask, meta_alpha, meta_gamma, visit_step
+                    )
         next_sizing_mask = self._sizing_next_mask
         sizing_args = (
             sizing_state.signal_confidence,
