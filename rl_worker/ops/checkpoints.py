@@ -33,6 +33,7 @@ __all__ = [
     "describe_checkpoints",
     "export_checkpoint",
     "import_checkpoint",
+    "load_checkpoint",
     "pin_checkpoint",
     "reset_live_model",
 ]
@@ -74,7 +75,7 @@ async def describe_checkpoints(settings: Settings, offset: int | None = None) ->
         await store.close()
 
 
-async def _load(store: CheckpointStore, offset: int | None, what: str) -> tuple[int, bytes]:
+async def load_checkpoint(store: CheckpointStore, offset: int | None, what: str) -> tuple[int, bytes]:
     """(offset, bytes) of a checkpoint; `offset=None`: the latest pointer's. CommandError if missing."""
     try:
         if offset is None:
@@ -97,7 +98,7 @@ async def export_checkpoint(settings: Settings, offset: int | None, out: Path, c
     """Write a checkpoint of this app id as the readable JSON document (core.export)."""
     store = open_store(settings)
     try:
-        offset, data = await _load(store, offset, settings.redis_namespace)
+        offset, data = await load_checkpoint(store, offset, settings.redis_namespace)
     finally:
         await store.close()
     try:
@@ -202,7 +203,7 @@ async def reset_live_model(
     namespace = redis_namespace(source_app_id)
     source_store = open_store(settings, namespace)
     try:
-        offset, data = await _load(source_store, offset, namespace)
+        offset, data = await load_checkpoint(source_store, offset, namespace)
         try:
             candidate = decode_replica(data, settings.core)
         except SnapshotError as exc:

@@ -29,6 +29,8 @@ from rl_worker.core.exceptions import SnapshotError
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica
 from rl_worker.errors import RlWorkerError
+from rl_worker.ops.checkpoints import load_checkpoint
+from rl_worker.ops.exceptions import CommandError
 from rl_worker.ops.learning_log import open_store
 from rl_worker.settings import Settings, redis_namespace
 
@@ -57,15 +59,13 @@ async def load_candidate(settings: Settings, candidate: str) -> tuple[ModelRepli
     app_id, offset = parse_candidate(candidate, settings.app_id)
     store = open_store(settings, redis_namespace(app_id))
     try:
-        if offset is None:
-            offset = await store.latest_offset()
-            if offset is None:
-                raise EvaluateError(f"unknown candidate {candidate!r}: app id {app_id!r} has no checkpoint in Redis")
-        data = await store.load(offset)
+        offset, data = await load_checkpoint(store, offset, f"app id {app_id!r}")
+    except CommandError as exc:
+        if exc.exit_code != 2:  # Redis did not answer: not the candidate's fault
+            raise
+        raise EvaluateError(f"unknown candidate {candidate!r}: {exc}") from None
     finally:
         await store.close()
-    if data is None:
-        raise EvaluateError(f"unknown candidate {candidate!r}: no checkpoint {app_id}@{offset} in Redis")
     try:
         replica = decode_replica(data, settings.core)
     except SnapshotError as exc:
