@@ -90,8 +90,12 @@ async def run_simulation(
     Each decision is awaited at most `deadline_s`; after that the position trades the stack's own
     choice and the client reports the fallback (on the execution, or on the close). When
     `max_fallbacks_in_a_row` positions (default 4 x `in_flight`) in a row fell back on both
-    decisions the workers are taken for gone: SimulationError.
+    decisions the workers are taken for gone: SimulationError. Bad arguments: CommandError (exit 2)
+    before anything is created or sent.
     """
+    for name, value in (("--positions", positions), ("--in-flight", in_flight), ("--deadline", deadline_s)):
+        if not value > 0:
+            raise CommandError(f"{name} must be above 0, not {value}")
     await ensure_topics(settings)
     config = sim_config or SimConfig(core=settings.core)
     market = SyntheticMarket(seed, config)
