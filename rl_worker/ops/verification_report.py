@@ -381,7 +381,7 @@ def junit_to_results(junit: Path, command: str) -> dict[str, Any]:
         tests[node] = {"outcome": outcome, "seconds": round(seconds, 2)}
         totals[outcome] += 1
         totals["seconds"] += seconds
-    suites = [float(suite.get("time", 0.0)) for suite in tree.iter("testsuite")]
+    suites = [float(time) for suite in tree.iter("testsuite") if (time := suite.get("time")) is not None]
     if suites:  # pytest's wall time of the session (with pytest-xdist, less than the tests' sum)
         totals["wall_seconds"] = sum(suites)
     return {
