@@ -12,6 +12,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import mul, sub
 
 from rl_worker.core.config import MarketConfig
 
@@ -150,6 +151,7 @@ class EquityCurve:
     """
 
     __slots__ = (
+        "_centred",
         "_config",
         "_constants",
         "_exact_points",
@@ -175,6 +177,7 @@ class EquityCurve:
         self._low = math.inf
         self._slope: float | None = None
         self._constants: dict[int, tuple[float, float, float, float]] = {}
+        self._centred: dict[int, tuple[float, ...]] = {}  # per window length n: (i - (n - 1) / 2 for i < n)
         self.peak = peak
         for point in points:
             self.record(point)
@@ -220,13 +223,23 @@ class EquityCurve:
         return slope
 
     def _compute_slope(self) -> float:
+        """slope = cov / var / mean_y / slope_scale, clipped to [-1, 1], with
+
+            mean_y = fsum(y) / n,  cov = fsum((i - mean_x) * (y_i - mean_y)),  var = n (n^2 - 1) / 12.
+
+        fsum(y) is read from the exact integer sum (an int division is correctly rounded, as fsum is), and
+        the products are summed without a Python loop: a sizing decision right after an apply pays this.
+        """
         points = self._points
         n = len(points)
         if n < 2:
             return 0.0
-        mean_x = (n - 1) / 2.0
-        mean_y = math.fsum(points) / n
-        cov = math.fsum([(i - mean_x) * (y - mean_y) for i, y in enumerate(points)])
+        centred = self._centred.get(n)
+        if centred is None:
+            mean_x = (n - 1) / 2.0
+            centred = self._centred[n] = tuple(i - mean_x for i in range(n))
+        mean_y = self._sum / (1 << self._scale_bits) / n
+        cov = math.fsum(map(mul, centred, map(sub, points, itertools.repeat(mean_y, n))))
         var = n * (n * n - 1) / 12.0
         relative = cov / var / mean_y
         return max(-1.0, min(1.0, relative / self._config.slope_scale))

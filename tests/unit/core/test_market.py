@@ -241,6 +241,16 @@ def test_slope_and_slope_bin_match_the_definition(history: tuple[list[float], in
         assert curve.slope_bin(edges) == bisect_right(edges, expected)  # from the cached slope
 
 
+@given(points=st.lists(st.floats(1e-300, 1e300) | equities, min_size=1, max_size=40), window=st.integers(2, 12))
+def test_the_exact_window_sum_divided_out_is_fsum(points: list[float], window: int) -> None:
+    """The slope reads fsum(window) as the curve's exact integer sum over 2**scale_bits: both round the
+    exact sum correctly (half to even), so they are the same float."""
+    curve = EquityCurve(MarketConfig(equity_window=window))
+    for k, equity in enumerate(points):
+        curve.record(equity)
+        assert curve._sum / (1 << curve._scale_bits) == math.fsum(points[max(0, k + 1 - window) : k + 1])
+
+
 def test_restored_curve_continues_exactly() -> None:
     config = MarketConfig(equity_window=5)
     points = [100.0, 101.5, 99.25, 102.0, 103.125, 101.0, 100.5]
