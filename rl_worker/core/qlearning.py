@@ -10,6 +10,8 @@ TD target nor a selection scans a row. Masks are `ActionMask` objects (rl_worker
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -49,6 +51,7 @@ class QTable:
         "_row_visits",
         "_visits",
         "_visits_view",
+        "_written",
         "keys",
         "n_actions",
         "q_values",
@@ -64,6 +67,8 @@ class QTable:
         self._index: dict[str, int] = {}
         self._greedy: list[dict[ActionMask, _GreedySet]] = []
         self._row_visits: list[int] = []
+        # Per row, the version of its last write: a reader of a few rows can tell whether those changed.
+        self._written: list[int] = []
         self._allocate(
             np.zeros((capacity, n_actions), dtype=np.float64), np.zeros((capacity, n_actions), dtype=np.int64)
         )
@@ -105,6 +110,7 @@ class QTable:
         self._index[state_key] = i
         self._greedy.append({})
         self._row_visits.append(0)
+        self._written.append(self.version)
         return i
 
     def _store(self, i: int, action: int, value: float) -> None:
@@ -114,6 +120,7 @@ class QTable:
         old = view[cell]
         view[cell] = value
         self.version += 1
+        self._written[i] = self.version
         cache = self._greedy[i]
         if cache and value != old:
             _update_greedy(cache, action, old, value)
@@ -159,6 +166,7 @@ class QTable:
         table._visits[:n] = visits
         table._greedy = [{} for _ in range(n)]
         table._row_visits = [int(v) for v in visits.sum(axis=1)]
+        table._written = [0] * n
         return table
 
     def cells(self, state_key: str, actions: tuple[int, ...]) -> list[tuple[float, int]] | None:
@@ -174,6 +182,47 @@ class QTable:
         """Updates of all cells of a state's row so far (0 for a state never updated)."""
         i = self._index.get(state_key)
         return 0 if i is None else self._row_visits[i]
+
+    # Reading by row index (`row_index`), for readers that resolve their keys once and read often.
+
+    def changed_since(self, rows: tuple[int, ...], version: int) -> bool:
+        """Whether any of these rows was written (a value, a visit) after the table stood at `version`."""
+        return bool(rows) and max(map(self._written.__getitem__, rows)) > version
+
+    def first_row_with(self, rows: Sequence[int | None], needed: float) -> int | None:
+        """The first of `rows` with at least `needed` updates (None: a state never updated, 0), else the last."""
+        row_visits = self._row_visits
+        for i in rows:
+            if (0 if i is None else row_visits[i]) >= needed:
+                return i
+        return rows[-1]
+
+    def greedy_at(self, i: int | None, mask: ActionMask) -> tuple[int, ...] | None:
+        """`greedy_actions` of row i (None: a state never updated)."""
+        return None if i is None else self._greedy_set(i, mask).actions
+
+    def shrunk_greedy(self, rows: Sequence[int], actions: tuple[int, ...], strength: float) -> tuple[int, ...] | None:
+        """The `actions` with the best value shrunk along `rows` (coarsest first), None without rows:
+
+            v = Q(rows[0], a),  then for each next row r:  v = (n * Q(r, a) + strength * v) / (n + strength)
+
+        with n the updates of cell (r, a) (ModelReplica's backoff of strategy values)."""
+        if not rows:
+            return None
+        q_view, visits_view, n_actions = self._q_view, self._visits_view, self.n_actions
+        first, rest = rows[0] * n_actions, [r * n_actions for r in rows[1:]]
+        best = -math.inf
+        greedy: tuple[int, ...] = ()
+        for a in actions:
+            value = q_view[first + a]
+            for base in rest:
+                n = visits_view[base + a]
+                value = (n * q_view[base + a] + strength * value) / (n + strength)
+            if value > best:
+                best, greedy = value, (a,)
+            elif value == best:
+                greedy = (*greedy, a)
+        return greedy
 
     def next_max(self, next_state_key: str | None, next_mask: ActionMask) -> float:
         """max_a' Q(s', a') over the allowed actions; 0.0 for a terminal transition or a state never updated."""
@@ -218,6 +267,7 @@ class QTable:
                 _update_greedy(cache, action, q, value)
         self._row_visits[i] += len(actions)
         self.version += 1
+        self._written[i] = self.version
 
     def td_update(
         self,
@@ -265,6 +315,7 @@ class QTable:
         visits[cell] = n
         self._row_visits[i] += 1
         self.version += 1
+        self._written[i] = self.version
         step = alpha
         if visit_step and n * alpha < 1.0:
             step = 1.0 / n
@@ -405,8 +456,8 @@ class DecisionRandom:
         self._prefix = f"{seed}:".encode()
 
     def _seed(self, decision_id: str) -> tuple[int, int]:
-        digest = hashlib.blake2b(self._prefix + decision_id.encode(), digest_size=32).digest()
-        return int.from_bytes(digest[:16], "little"), int.from_bytes(digest[16:], "little") | 1
+        digest = int.from_bytes(hashlib.blake2b(self._prefix + decision_id.encode(), digest_size=32).digest(), "little")
+        return digest & _MASK128, (digest >> 128) | 1  # the digest's first 16 bytes, its last 16 (odd)
 
     def stream(self, decision_id: str) -> DecisionStream:
         return DecisionStream(*self._seed(decision_id))

@@ -175,9 +175,9 @@ class ModelReplica:
         self._counterfactual = _Counterfactual(self._sizing_next_mask, config) if rules.counterfactual_sizing else None
         self._meta_epsilon_at: tuple[int, float] = (-1, 0.0)  # (n_updates, epsilon), cached per update
         self._sizing_epsilon_at: tuple[int, float] = (-1, 0.0)
-        # Decision caches: per fine state (and mask), the greedy set as of a table version (see decide_meta).
-        self._meta_greedy: dict[tuple[str, ...], tuple[QTable, int, tuple[int, ...] | None, ActionMask]] = {}
-        self._sizing_greedy: dict[tuple[str, ActionMask, str], tuple[QTable, int, tuple[int, ...] | None]] = {}
+        # Decision caches: per fine state (and mask), the greedy set and the rows it reads (see decide_meta).
+        self._meta_greedy: dict[tuple[str, ...], _CachedGreedy] = {}
+        self._sizing_greedy: dict[tuple[str, ActionMask, str], _CachedGreedy] = {}
         self._sizing_context = rules.sizing_context
         self._sizing_masks: dict[tuple[float | None, float | None], ActionMask] = {}
         self._context_prefixes: dict[tuple[str, int], str] = {}
@@ -230,8 +230,9 @@ class ModelReplica:
         """Meta action (strategy, model, weight) for a signal, inside the regime mask.
 
         The greedy set of a fine state (read through its backoff levels and strategy rows) is cached
-        until the meta table next changes (`QTable.version`), so a decision on an unchanged model is
-        the key, a dictionary lookup, the random stream and the pick.
+        with the rows it reads, resolved once: while none of those rows changes (an apply writes only
+        its own state's rows) a decision is the key, a dictionary lookup, the random stream and the
+        pick; after a change the greedy set is read again from those rows, without key lookups.
         """
         regime = market.regime
         winrate = self.winrate.winrate
@@ -240,36 +241,68 @@ class ModelReplica:
         keys = self._meta_keys.keys(regime, volatility, pressure, confidence, winrate, health)  # finest first
         table = self.meta_table
         cached = self._meta_greedy.get(keys)
-        if cached is not None and cached[0] is table and cached[1] == table.version:
-            greedy, mask = cached[2], cached[3]
-        else:
-            mask = self._meta_masks[regime]
-            greedy = self._meta_greedy_of(table, keys, regime, mask)
-            self._meta_greedy[keys] = (table, table.version, greedy, mask)
+        if cached is None or cached.table is not table or (cached.rows_at != len(table.keys) and cached.gained_rows()):
+            cached = self._meta_greedy[keys] = self._meta_cached(table, keys, regime)
+        elif cached.version != table.version:
+            reads = cached.reads
+            if reads is None:
+                cached.greedy = self._factored_greedy(table, keys, regime)
+            elif table.changed_since(reads, cached.version):
+                cached.greedy = self._meta_greedy_at(cached, regime)
+            cached.version = table.version
+        greedy, mask = cached.greedy, cached.mask
         epsilon = self.meta_epsilon
         selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
         state = MetaState(regime, volatility, pressure, confidence, winrate, health)
         return Decision(state, keys[0], selection, epsilon, self.log_offset + 1)
 
-    def _meta_greedy_of(
-        self, table: QTable, keys: tuple[str, ...], regime: str, mask: ActionMask
-    ) -> tuple[int, ...] | None:
-        """The greedy meta actions of a state (its keys finest first) as the table stands."""
+    def _meta_cached(self, table: QTable, keys: tuple[str, ...], regime: str) -> _CachedGreedy:
+        """A fine state's cache entry: its rows resolved (plain keys finest first, strategy rows coarsest
+        first) and its greedy set read from them."""
+        mask = self._meta_masks[regime]
+        if self._factored:  # reads rows per strategy: recomputed after any write
+            cached = _CachedGreedy(table, mask, (), (), None, ())
+            cached.greedy = self._factored_greedy(table, keys, regime)
+        else:
+            row_index = table.row_index
+            rows = tuple(row_index(key) for key in keys)
+            strategy_keys = tuple("S:" + key for key in reversed(keys)) if self._strategy_first else ()
+            strategy_rows = tuple(row_index(key) for key in strategy_keys)
+            cached = _CachedGreedy(
+                table,
+                mask,
+                rows,
+                tuple(i for i in strategy_rows if i is not None),
+                tuple(i for i in (*rows, *strategy_rows) if i is not None),
+                tuple(k for k, i in zip((*keys, *strategy_keys), (*rows, *strategy_rows), strict=True) if i is None),
+            )
+            cached.greedy = self._meta_greedy_at(cached, regime)
+        cached.version = table.version
+        return cached
+
+    def _meta_greedy_at(self, cached: _CachedGreedy, regime: str) -> tuple[int, ...] | None:
+        """The greedy meta actions of a state, read from its resolved rows as the table stands: with
+        strategy first, the best strategies by their values shrunk across the backoff levels (see
+        `_greedy_strategies`), then the best actions of those strategies; each from the finest key whose
+        row has `backoff_visits` updates per action considered."""
+        table = cached.table
         per_action = self._backoff_visits
-        if self._factored:
-            return self._factored_greedy(table, keys, regime)
         if self._strategy_first:
-            strategies = self._greedy_strategies(table, keys, self._strategy_masks[regime])
+            strategies = table.shrunk_greedy(
+                cached.strategy_rows, self._strategy_masks[regime].members, self._backoff_strength
+            )
             submask = self._strategy_submasks.get((regime, strategies))
             if submask is None:
                 submask = self._strategy_submask(regime, strategies)
-            by = _finest(table, keys, per_action * len(submask), "")
-            return table.greedy_actions(by, submask) or submask.members
-        return table.greedy_actions(_finest(table, keys, per_action * len(mask), ""), mask)
+            by = table.first_row_with(cached.rows, per_action * len(submask))
+            return table.greedy_at(by, submask) or submask.members
+        mask = cached.mask
+        return table.greedy_at(table.first_row_with(cached.rows, per_action * len(mask)), mask)
 
     def _factored_greedy(self, table: QTable, keys: tuple[str, ...], regime: str) -> tuple[int, ...] | None:
         """Strategy, then within each best strategy its best models and weights (each value shrunk as the
-        strategy's): the greedy set is every (strategy, model, weight) of those; None before any update."""
+        strategy's): the greedy set is every (strategy, model, weight) of those; None before any update.
+        Off by default; its cache entry is recomputed after any write to the table."""
         strategies = self._greedy_strategies(table, keys, self._strategy_masks[regime])
         if strategies is None:
             return None
@@ -288,23 +321,12 @@ class ModelReplica:
             v_coarsest = Q(coarsest, s)
             v_level    = (n * Q(level, s) + strength * v_coarser) / (n + strength),  n = updates of that cell
 
-        (the coarser key's estimate counts as `strength` pseudo-updates). None: no key seen yet (all tie).
+        (the coarser key's estimate counts as `strength` pseudo-updates; `QTable.shrunk_greedy` does the
+        arithmetic). None: no key seen yet (all tie).
         """
-        strength = self._backoff_strength
-        members = strategy_mask.members
-        values: list[float] | None = None
-        for key in reversed(keys):  # coarsest first
-            cells = table.cells(prefix + key, members)
-            if cells is None:
-                continue
-            if values is None:
-                values = [q for q, _ in cells]
-            else:
-                values = [(n * q + strength * v) / (n + strength) for (q, n), v in zip(cells, values, strict=True)]
-        if values is None:
-            return None
-        best = max(values)
-        return tuple(s for s, v in zip(members, values, strict=True) if v == best)
+        row_index = table.row_index
+        rows = [i for i in (row_index(prefix + key) for key in reversed(keys)) if i is not None]
+        return table.shrunk_greedy(rows, strategy_mask.members, self._backoff_strength)
 
     def _strategy_submask(self, regime: str, strategies: tuple[int, ...] | None) -> ActionMask:
         mask = self._meta_masks[regime]
@@ -346,24 +368,30 @@ class ModelReplica:
         if self._sizing_context and regime is not None and meta_action is not None:
             context = self._context_prefix(regime, meta_action)
         cached = self._sizing_greedy.get((key, mask, context))
-        if cached is not None and cached[0] is table and cached[1] == table.version:
-            greedy = cached[2]
-        else:
+        if cached is None or cached.table is not table or (cached.rows_at != len(table.keys) and cached.gained_rows()):
+            keys = [key]
             if self._sizing_levels or context:
-                keys = [
-                    key,
-                    *(
-                        b.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
-                        for b in self._sizing_levels_fine_first
-                    ),
+                keys += [
+                    b.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
+                    for b in self._sizing_levels_fine_first
                 ]
                 if context:
                     keys = [context + k for k in keys] + keys
-                key_used = _finest(table, keys, self._backoff_visits * len(mask), "")
-            else:
-                key_used = key
-            greedy = table.greedy_actions(key_used, mask)
-            self._sizing_greedy[(key, mask, context)] = (table, table.version, greedy)
+            rows = tuple(table.row_index(k) for k in keys)
+            read = tuple(i for i in rows if i is not None)
+            cached = _CachedGreedy(
+                table, mask, rows, (), read, tuple(k for k, i in zip(keys, rows, strict=True) if i is None)
+            )
+            cached.greedy = table.greedy_at(table.first_row_with(rows, self._backoff_visits * len(mask)), mask)
+            cached.version = table.version
+            self._sizing_greedy[(key, mask, context)] = cached
+        elif cached.version != table.version:
+            if table.changed_since(cached.reads, cached.version):  # type: ignore[arg-type]
+                cached.greedy = table.greedy_at(
+                    table.first_row_with(cached.rows, self._backoff_visits * len(mask)), mask
+                )
+            cached.version = table.version
+        greedy = cached.greedy
         epsilon = self.sizing_epsilon
         selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
         state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
@@ -657,12 +685,43 @@ _MODEL_MASK = ActionMask.of(np.arange(len(MODELS), dtype=np.intp))
 _WEIGHT_MASK = ActionMask.of(np.arange(len(WEIGHTS), dtype=np.intp))
 
 
-def _finest(table: QTable, keys: Sequence[str], needed: float, prefix: str) -> str:
-    """The first (finest) of `keys` whose row (under `prefix`) has at least `needed` updates, else the last."""
-    for key in keys:
-        if table.row_visits(prefix + key) >= needed:
-            return key
-    return keys[-1]
+class _CachedGreedy:
+    """A state's greedy set as of a table version, and the rows it is read from (indices, resolved once).
+
+    `rows`: the plain keys' rows, finest first; `strategy_rows`: the strategy rows, coarsest first (a key
+    without a row is None in `rows` and left out of `strategy_rows`); `reads`: every row the greedy set
+    depends on (None: any write to the table may change it); `missing`: the keys that had no row. A key's
+    first row changes what is read, so the entry is rebuilt then (`gained_rows`, checked when the table's
+    row count moved past `rows_at`).
+    """
+
+    __slots__ = ("greedy", "mask", "missing", "reads", "rows", "rows_at", "strategy_rows", "table", "version")
+
+    def __init__(
+        self,
+        table: QTable,
+        mask: ActionMask,
+        rows: tuple[int | None, ...],
+        strategy_rows: tuple[int, ...],
+        reads: tuple[int, ...] | None,
+        missing: tuple[str, ...],
+    ) -> None:
+        self.table = table
+        self.mask = mask
+        self.rows = rows
+        self.strategy_rows = strategy_rows
+        self.reads = reads
+        self.missing = missing
+        self.rows_at = len(table.keys)
+        self.version = -1
+        self.greedy: tuple[int, ...] | None = None
+
+    def gained_rows(self) -> bool:
+        """Whether one of the keys that had no row has one now."""
+        table = self.table
+        self.rows_at = len(table.keys)
+        row_index = table.row_index
+        return any(row_index(key) is not None for key in self.missing)
 
 
 def _keep_meta(bins: MetaBins, kept: tuple[str, ...]) -> MetaBins:

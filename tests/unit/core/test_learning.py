@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, ActionMask, sizing_action_mask
 from rl_worker.core.config import CoreConfig, RewardConfig
 from rl_worker.core.market import MarketFeatures
+from rl_worker.core.outcome import MetaStateModel, Outcome
 from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica
 from rl_worker.core.rewards import risk_penalty, size_reward, volatility_adjustment
 from rl_worker.core.snapshot import decode_replica, encode_replica
+from rl_worker.core.state import MetaKeyBuilder
 from rl_worker.core.types import MODELS, STRATEGIES, WEIGHTS
 from rl_worker.sim.events import make_outcome, make_outcomes
 
@@ -133,8 +135,10 @@ class TestCounterfactualSizing:
         ten = next(i for i, a in enumerate(SIZING_ACTIONS) if (a.size_multiplier, a.leverage) == (1.0, 10))
         reward_config = RewardConfig()
         liquidated = size_reward(
-            -100.0, risk_penalty(100.0, 1.0, 10, reward_config),
-            volatility_adjustment(record.sizing.state.volatility, 1.0, 10), reward_config,
+            -100.0,
+            risk_penalty(100.0, 1.0, 10, reward_config),
+            volatility_adjustment(record.sizing.state.volatility, 1.0, 10),
+            reward_config,
         )
         assert row[ten] == pytest.approx(liquidated)
 
@@ -305,9 +309,7 @@ def test_the_seed_profile_reproduces_the_seeds_numbers_exactly() -> None:
         meta = replica.decide_meta(TREND, 0.6, f"d{i}")
         sizing = replica.decide_sizing(0.6, 0.3, 0.3, f"d{i}", max_leverage=5.0)
         sizing_part = (sizing.state_key, tuple(sizing.selection), sizing.epsilon)
-        digest.update(
-            repr((meta.state_key, tuple(meta.selection), meta.epsilon, *sizing_part)).encode()
-        )
+        digest.update(repr((meta.state_key, tuple(meta.selection), meta.epsilon, *sizing_part)).encode())
     assert digest.hexdigest() == SEED_GOLDEN
 
 
@@ -412,3 +414,86 @@ def test_a_cached_decision_equals_one_read_from_the_table() -> None:
         live.meta_table.set_value("S:" + key, strategy, 1e6)
     chosen = [live.decide_meta(TREND, 0.6, f"w{i}").selection.action for i in range(50)]
     assert chosen.count(target) >= 40  # epsilon <= 0.1: the rest are exploration draws
+
+
+def _outcome_keeping_the_state(replica: ModelReplica, index: int, pnl: float, **meta: object) -> Outcome:
+    """An outcome after which the replica's win rate and account health stay where they are (its pnl has the
+    sign of the trade leaving the full win-rate window, its equity is the curve's last point), so a probe
+    decision keeps its state keys; `meta` overrides fields of the outcome's meta step."""
+    record = make_outcome(np.random.default_rng(index), replica.config, index)
+    sign = 1.0 if replica.winrate.to_list()[0] else -1.0
+    state = meta.get("state")
+    if isinstance(state, MetaStateModel) and "state_key" not in meta:
+        meta["state_key"] = MetaKeyBuilder(replica.config.meta_bins).key(*state.model_dump().values())
+    return record.model_copy(
+        update={
+            "pnl_pct": sign * abs(pnl),
+            "equity": replica.equity.to_list()[-1],
+            "meta": record.meta.model_copy(update=meta),
+        }
+    )
+
+
+def test_an_apply_recomputes_the_cached_decisions_that_read_its_rows_and_only_those(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cached meta decision is read again after an apply that wrote a row it reads (here the regime's coarse
+    strategy row, its backoff level and its fine key), and equals a fresh replica's; after an apply in another
+    regime it is served from the cache."""
+    config = greedy_config()
+    replica = ModelReplica(config)
+    for offset, record in enumerate(make_outcomes(np.random.default_rng(5), config, 200)):
+        replica.apply(record, offset)
+    recomputed: list[str] = []
+    read_again = ModelReplica._meta_greedy_at
+
+    def counting(self: ModelReplica, cached: object, regime: str) -> object:
+        if self is replica:
+            recomputed.append(regime)
+        return read_again(self, cached, regime)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ModelReplica, "_meta_greedy_at", counting)
+
+    def fresh_decision(decision_id: str) -> object:
+        fresh = ModelReplica(config)
+        fresh.import_state(replica.export_state())  # an empty cache
+        return fresh.decide_meta(TREND, 0.6, decision_id)
+
+    probe = replica.decide_meta(TREND, 0.6, "probe")
+    first = _outcome_keeping_the_state(replica, 999, 1.0, state=MetaStateModel(**probe.state._asdict()))
+    replica.apply(first, 999)  # every row the probe reads exists now (a key's first row rebuilds the entry)
+    before = replica.decide_meta(TREND, 0.6, "before")
+    recomputed.clear()
+    # another regime: none of the probe's rows changes
+    state = {"regime": "RANGE", "volatility": 0.9, "market_pressure": -0.9, "confidence": 0.1}
+    replica.apply(
+        _outcome_keeping_the_state(replica, 1000, 5.0, state=MetaStateModel(**{**before.state._asdict(), **state})),
+        1000,
+    )
+    unrelated = replica.decide_meta(TREND, 0.6, "unrelated")
+    assert unrelated.state_key == before.state_key
+    assert recomputed == []  # served from the cache...
+    assert unrelated == fresh_decision("unrelated")  # ...and still the table's
+    # the probe's own state: a large pnl on the best strategy (a loss) or on another one (a win) changes
+    # which strategy is best, so a stale greedy set would pick the old strategy
+    strategies = sorted({META_ACTIONS[a].strategy for a in replica._meta_masks["TREND"].members})
+    best = META_ACTIONS[before.selection.action].strategy
+    won = replica.winrate.to_list()[0]
+    traded = next(s for s in strategies if (s != best) == won)
+    action = next(a for a in replica._meta_masks["TREND"].members if META_ACTIONS[a].strategy == traded)
+    replica.apply(
+        _outcome_keeping_the_state(
+            replica,
+            1001,
+            90.0,
+            state=MetaStateModel(**before.state._asdict()),
+            state_key=before.state_key,
+            action_index=action,
+        ),
+        1001,
+    )
+    after = replica.decide_meta(TREND, 0.6, "after")
+    assert after.state_key == before.state_key
+    assert after == fresh_decision("after")  # a stale greedy set fails here...
+    assert META_ACTIONS[after.selection.action].strategy != best  # ...as the best strategy changed
+    assert recomputed == ["TREND"]
