@@ -169,15 +169,6 @@ class QTable:
         table._written = [0] * n
         return table
 
-    def cells(self, state_key: str, actions: tuple[int, ...]) -> list[tuple[float, int]] | None:
-        """(Q-value, updates) of some actions of a state; None for a state never updated."""
-        i = self._index.get(state_key)
-        if i is None:
-            return None
-        base = i * self.n_actions
-        q_view, visits = self._q_view, self._visits_view
-        return [(q_view[base + a], visits[base + a]) for a in actions]
-
     def row_visits(self, state_key: str) -> int:
         """Updates of all cells of a state's row so far (0 for a state never updated)."""
         i = self._index.get(state_key)

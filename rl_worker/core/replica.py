@@ -386,7 +386,8 @@ class ModelReplica:
             cached.version = table.version
             self._sizing_greedy[(key, mask, context)] = cached
         elif cached.version != table.version:
-            if table.changed_since(cached.reads, cached.version):  # type: ignore[arg-type]
+            reads = cached.reads
+            if reads is None or table.changed_since(reads, cached.version):
                 cached.greedy = table.greedy_at(
                     table.first_row_with(cached.rows, self._backoff_visits * len(mask)), mask
                 )
