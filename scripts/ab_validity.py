@@ -16,11 +16,14 @@ Three figures over N seeds (default 20), each seed a fresh market and a fresh re
 3. evaluate: the replica's checkpoint taken half-way through the baseline A/B run is evaluated on
    the RL-arm decisions logged after it; the truth is the oracle's expected reward of the
    candidate's greedy choice on those logged contexts (the other agent's logged action held
-   fixed). Per agent and estimator: in how many seeds evaluate gave an interval, and how many of
-   those cover the truth (aim >= 90 %); evaluate gives none when the candidate's actions were
-   hardly tried in the window (`rl_worker.analysis.off_policy`). Headline: the seeds where no DR
-   interval (of either agent) misses the truth. `--uniform-logs`: the same on the logs of a
-   control arm that draws uniformly. `--extra`: also a replica trained on another market.
+   fixed; the choice as the candidate's own decisions read its tables: backoff levels, strategy
+   rows). Per agent and estimator: in how many seeds evaluate gave an interval, how many of those
+   cover the truth (aim >= 90 %), and the intervals' median width; evaluate gives none when some of
+   the candidate's choices were hardly tried even over all states (`rl_worker.analysis.off_policy`).
+   Headline: the seeds where no DR interval (of either agent) misses the truth. `--uniform-logs`:
+   the same on the logs of both arms of a run whose control arm draws uniformly (`--control-share`,
+   default 0.5; 1 is apprentice mode with a uniform baseline). `--extra`: also a replica trained on
+   another market.
 
     .venv/bin/python scripts/ab_validity.py [--seeds 20] [--core default|demo] [--jobs 1] [--out out/ab_validity.json]
 """
@@ -38,22 +41,26 @@ from typing import Any
 import numpy as np
 
 from rl_worker.analysis.comparison import compare_arms
-from rl_worker.analysis.off_policy import ESTIMATORS, estimate_off_policy, logged_decisions_for_candidate
+from rl_worker.analysis.off_policy import (
+    ESTIMATORS,
+    candidate_greedy_actions,
+    estimate_off_policy,
+    logged_decisions_for_candidate,
+)
 from rl_worker.core import CoreConfig
 from rl_worker.core.arms import CONTROL_ARM, RL_ARM, BaselinePolicy
+from rl_worker.core.replica import ModelReplica
 from rl_worker.core.snapshot import decode_replica
 from rl_worker.sim.ab import AgentLog, run_offline_ab
 from rl_worker.sim.demo_config import demo_core_config
 from rl_worker.sim.offline import run_offline_learning
 
 
-def true_value(log: AgentLog, table: Any) -> float:
-    """Mean over the logged decisions of the oracle's expected reward of the candidate's greedy choice."""
-    values = []
-    for key, mask, expected in zip(log.state_keys, log.masks, log.expected, strict=True):
-        greedy = table.greedy_actions(key, mask) or mask.members
-        values.append(float(np.mean(expected[list(greedy)])))
-    return float(np.mean(values))
+def true_value(log: AgentLog, candidate: ModelReplica, agent: str) -> float:
+    """Mean over the logged decisions of the oracle's expected reward of the candidate's greedy choice
+    (ties: the mean over the tied actions), the choice read as the candidate's own decisions read it."""
+    greedy = candidate_greedy_actions(candidate, agent, log)
+    return float(np.mean([np.mean(expected[list(g)]) for g, expected in zip(greedy, log.expected, strict=True)]))
 
 
 def any_significant(comparison: Any, alpha: float) -> bool:
@@ -64,16 +71,18 @@ def any_significant(comparison: Any, alpha: float) -> bool:
     return any(i is not None and i.excludes_zero for i in intervals)
 
 
-def evaluate_candidate(log: AgentLog, table: Any, agent: str, seed: int, resamples: int) -> dict[str, Any]:
-    logged = logged_decisions_for_candidate(
-        agent, table, log.state_keys, log.masks, log.actions, log.propensities, log.rewards
-    )
+def evaluate_candidate(log: AgentLog, candidate: ModelReplica, agent: str, seed: int, resamples: int) -> dict[str, Any]:
+    logged = logged_decisions_for_candidate(agent, candidate, log)
     report = estimate_off_policy(logged, np.random.default_rng(seed), n_resamples=resamples)
-    truth = true_value(log, table)
+    truth = true_value(log, candidate, agent)
     return {
         "truth": truth,
         # no estimate (the logs do not support the candidate): None, neither covered nor missed
         "covered": {name: report.estimates[name].covers(truth) if report.estimated else None for name in ESTIMATORS},
+        "width": {
+            name: report.estimates[name].ci_high - report.estimates[name].ci_low if report.estimated else None
+            for name in ESTIMATORS
+        },
         "report": report.as_dict(),
     }
 
@@ -113,6 +122,7 @@ def run_seed(
     extra: bool,
     uniform: bool = False,
     core: str = "default",
+    control_share: float = 0.5,
 ) -> dict[str, Any]:
     config = core_config(core, seed)
     started = time.perf_counter()
@@ -121,23 +131,22 @@ def run_seed(
     if uniform:
         # evaluate on logs that explore: the control arm draws uniformly among the allowed actions
         # (propensity 1/|A|); the candidate is the replica's half-way checkpoint, the logged decisions
-        # are the control arm's after it
+        # are both arms' after it (as `evaluate` reads them); control share 1: apprentice mode
         explored = run_offline_ab(
             positions,
             seed + 9_000,
             config,
-            0.5,
+            control_share,
             policies={RL_ARM: "rl", CONTROL_ARM: "baseline"},
             baseline=BaselinePolicy(kind="uniform"),
             snapshot_at=half,
-            log_arm=CONTROL_ARM,
+            log_arm=None,
         )
         assert explored.snapshot is not None
         uniform_candidate = decode_replica(explored.snapshot, config)
         evaluation["uniform_logs"] = {}
         for agent, log in (("meta", explored.meta.since(half)), ("sizing", explored.sizing.since(half))):
-            table = uniform_candidate.meta_table if agent == "meta" else uniform_candidate.sizing_table
-            evaluation["uniform_logs"][agent] = evaluate_candidate(log, table, agent, seed, resamples)
+            evaluation["uniform_logs"][agent] = evaluate_candidate(log, uniform_candidate, agent, seed, resamples)
         return {"seed": seed, "evaluate": evaluation, "seconds": time.perf_counter() - started}
     aa = run_offline_ab(
         positions, seed, config, 0.5, policies={RL_ARM: "rl", CONTROL_ARM: "rl"}, keep_log=False, score=False
@@ -157,8 +166,7 @@ def run_seed(
     evaluation |= {name: {} for name in candidates}
     for agent, log in (("meta", baseline.meta.since(half)), ("sizing", baseline.sizing.since(half))):
         for name, candidate in candidates.items():
-            table = candidate.meta_table if agent == "meta" else candidate.sizing_table
-            evaluation[name][agent] = evaluate_candidate(log, table, agent, seed, resamples)
+            evaluation[name][agent] = evaluate_candidate(log, candidate, agent, seed, resamples)
     aa_figures = ab_figures(aa, seed, resamples)
     row = {
         "seed": seed,
@@ -188,7 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--uniform-logs",
         action="store_true",
-        help="only the evaluate figure, on logs of a control arm that draws uniformly (propensity 1/|A|)",
+        help="only the evaluate figure, on the logs of both arms with a control arm that draws uniformly "
+        "(propensity 1/|A|)",
+    )
+    parser.add_argument(
+        "--control-share",
+        type=float,
+        default=0.5,
+        help="with --uniform-logs: the uniform control arm's share (1: apprentice mode with a uniform baseline)",
     )
     parser.add_argument(
         "--core",
@@ -207,7 +222,16 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     work = [
-        (seed, args.positions, args.candidate_positions, args.resamples, args.extra, args.uniform_logs, args.core)
+        (
+            seed,
+            args.positions,
+            args.candidate_positions,
+            args.resamples,
+            args.extra,
+            args.uniform_logs,
+            args.core,
+            args.control_share,
+        )
         for seed in seeds
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": n,
         "positions": args.positions,
         "core": args.core,
+        "control_share": args.control_share if args.uniform_logs else 0.5,
         "targets": {"aa": 0.9, "ab": 0.8, "evaluate": 0.9},
     }
     lines = []
@@ -298,11 +323,32 @@ def main(argv: list[str] | None = None) -> int:
         ess = {
             agent: float(np.median([p["report"]["effective_sample_size"] for p in ps])) for agent, ps in pairs.items()
         }
+        # how informative the intervals are: median width per agent and estimator over the seeds with one,
+        # and the share of the candidate's choices resting on pooled cells (median over estimated seeds)
+        widths = {
+            agent: {
+                name: float(np.median(w)) if (w := [p["width"][name] for p in ps if p["width"][name] is not None])
+                else None
+                for name in ESTIMATORS
+            }
+            for agent, ps in pairs.items()
+        }
+        pooled = {
+            agent: float(np.median(x)) if (x := [p["report"]["pooled_share"] for p in ps if p["report"]["estimated"]])
+            else None
+            for agent, ps in pairs.items()
+        }
+        unsupported = {
+            agent: float(np.median([p["report"]["unsupported_share"] for p in ps])) for agent, ps in pairs.items()
+        }
         summary[f"evaluate_{candidate}"] = {
             "coverage_estimated_covered": coverage,
             "seeds_without_a_wrong_dr_interval": no_wrong,
             "dr_both_agents_estimated_and_covered": both,
             "median_ess": ess,
+            "median_width": widths,
+            "median_pooled_share_when_estimated": pooled,
+            "median_unsupported_share": unsupported,
             "refusals": {
                 agent: [p["report"]["refusal"] for p in ps if p["report"]["refusal"]] for agent, ps in pairs.items()
             },
@@ -317,6 +363,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             + f"; median ESS meta {ess['meta']:.0f}, sizing {ess['sizing']:.0f}"
         )
+        lines.append(
+            f"evaluate ({candidate}): median 95 % interval width "
+            + "; ".join(
+                f"{agent} " + ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in w.items())
+                for agent, w in widths.items()
+            )
+            + "; candidate's choices on pooled cells (median, estimated seeds) "
+            + ", ".join(f"{a} {'-' if v is None else f'{v:.0%}'}" for a, v in pooled.items())
+            + "; unsupported (median, all seeds) "
+            + ", ".join(f"{a} {v:.0%}" for a, v in unsupported.items())
+        )
     print()
     for line in lines:
         print(line)
@@ -327,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_seed_star(work: tuple[int, int, int, int, bool, bool, str]) -> dict[str, Any]:
+def _run_seed_star(work: tuple[int, int, int, int, bool, bool, str, float]) -> dict[str, Any]:
     return run_seed(*work)
 
 

@@ -21,6 +21,7 @@ from rl_worker.core.actions import ActionMask, effective_limits, meta_action_mas
 from rl_worker.core.config import CoreConfig
 from rl_worker.core.outcome import Outcome
 from rl_worker.core.replica import AppliedOutcome, ModelReplica
+from rl_worker.core.state import MetaState, SizingState
 
 __all__ = ["AgentColumns", "LogTally", "read_table_sizes"]
 
@@ -34,6 +35,10 @@ class AgentColumns:
     actions: list[int] = field(default_factory=list)
     propensities: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    states: list[MetaState | SizingState] = field(default_factory=list)  # the features behind each state key
+    # sizing: the signal's regime and the meta action traded (what a sizing context reads); meta: None
+    contexts: list[tuple[str, int] | None] = field(default_factory=list)
+    arms: list[str] = field(default_factory=list)  # the arm (policy) that made each decision
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -109,11 +114,19 @@ class LogTally:
             if step.propensity is None:
                 self.without_propensity += 1
                 continue
+            state: MetaState | SizingState
+            context: tuple[str, int] | None = None
             if step is meta:
                 mask = meta_action_mask(meta.state.regime, self.config)
+                state = MetaState(**meta.state.model_dump())
             else:
                 limits = effective_limits(self.config.risk, sizing.max_size_multiplier, sizing.max_leverage)
                 mask = sizing_action_mask(*limits)
+                state = SizingState(**sizing.state.model_dump())
+                context = (meta.state.regime, meta.action_index)
+            agent.states.append(state)
+            agent.contexts.append(context)
+            agent.arms.append(outcome.policy)
             agent.state_keys.append(step.state_key)
             agent.masks.append(mask)
             agent.actions.append(step.action_index)

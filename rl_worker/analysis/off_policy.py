@@ -8,33 +8,51 @@ action. With importance weights w_i = pi(a_i|s_i) / mu_i:
     IPS   = (1/n) sum_i w_i r_i
     SNIPS = sum_i w_i r_i / sum_i w_i
     ESS   = (sum_i w_i)^2 / sum_i w_i^2          (effective sample size, n when every w_i = 1)
-    DR    = (1/n) sum_i [ sum_a pi(a|s_i) q(s_i, a) + w_i (r_i - q(s_i, a_i)) ]
+    DR    = (1/n) sum_i sum_a pi(a|s_i) q(s_i, a)
 
-DR's reward model q is fit on the logged decisions themselves, one cell per (state, action):
+DR's reward model q is fit on the logged decisions themselves. With a cell per (state, action) fit
+as the importance-weighted mean reward of the decisions that took a in s, the doubly robust
+correction terms w_i (r_i - q) sum to zero inside each cell, so DR is the direct estimate above.
+It is consistent when the logged action depended on the decision's state (and a random draw)
+only -- as the worker's epsilon-greedy decisions do -- but it needs every cell the candidate
+chooses to have been tried, which epsilon-greedy logs over hundreds of states rarely give.
 
-    q(s, a) = sum_{i in cell} r_i / mu_i  /  sum_{i in cell} 1 / mu_i
+So q is hierarchical (empirical Bayes). Each fine cell (arm | state key, action) sits under the
+coarser keys the agents already back off to (`ModelReplica.state_levels`: L1, L0), then its arm's
+action over all states, then the action over all states among the cells the candidate chooses (its
+most probable action there: it chose them for its own estimates of their values, so they are not
+pooled with the cells it passed over), then the action over all states. The arm is part of every
+key but the last two because every reward depends on the other agent's action, which each arm's
+policy draws differently. Per node j: m_j, its mean (fine cells: the importance-weighted mean
+reward; coarser nodes: the random-effects mean of their children, weights 1 / (tau^2 + v)), v_j,
+its sampling variance (fine cells: sigma^2 / ESS_j, sigma^2 the within-cell variance of the rewards
+of its arm and action), and per level tau^2, the variance of the true values of a level's nodes
+around their parent's, by the method of moments over the parents with two or more children:
 
-the importance-weighted mean reward of the decisions that took a in s. Inside a cell the
-correction terms w_i (r_i - q) then sum to zero, so DR is the direct estimate
-(1/n) sum_i sum_a pi(a|s_i) q(s_i, a): the per-state mean reward of the candidate's action(s),
-weighted by how often each state came up. It is consistent whenever the logged action depended
-on the decision's state (and a random draw) only -- as the worker's epsilon-greedy decisions do
--- and every cell the candidate needs was tried; the state may include the decision's action mask
-(pi is computed per mask), while q pools a state's decisions over masks (the reward of an action
-does not depend on which others the limits allowed).
+    E[sum_j (m_j - mean_P)^2] = (1 - 1/n_P) sum_j (tau^2 + v_j)
 
-Intervals are percentile bootstraps over the decisions (IPS and SNIPS with
-`scipy.stats.bootstrap`; DR by resampling the decisions and refitting q in every resample, so the
-interval carries the reward model's own error -- a model fit once and held fixed would not).
+The cells' values are the posterior, root first:
 
-No estimate without support. When a cell the candidate needs has an effective sample size
-below `min_cell_ess` (its action was hardly ever tried in that state in the window) the data
-say nothing about it, and `estimate_off_policy` gives no estimate at all (`refusal` says why)
-rather than an interval that ignores the gap. On the worker's own epsilon-greedy logs this is the
-usual case for a candidate whose greedy action differs from the one that was traded: with
-epsilon = 0.02 and 40 actions it is tried with probability 5e-4 per decision. The IPS/SNIPS
-warnings (low ESS, one decision carrying much of the weight, tiny propensities, a mean weight
-far from 1) remain: their intervals ignore what the sample lacks; DR's is the one to read.
+    q_j | q_parent  ~  N((1 - B_j) m_j + B_j q_parent,  B_j tau^2),   B_j = v_j / (v_j + tau^2)
+
+where a node whose effective sample size is below `min_cell_ess` does not read its own mean
+(B = 1: its parent's value, give or take tau -- a few heavy-tailed rewards are no estimate). The
+point estimate uses the posterior means; the interval is the percentile interval of the value over
+draws that resample the decisions (how often each state and choice comes up) and draw the cells'
+values jointly from the posterior, so a choice that rests on pooled cells carries the spread of
+its level (tau) into the interval instead of a refusal.
+
+No estimate without support. A fine cell is unsupported when no node on its path -- itself, its
+coarser keys, the action over all states -- has an effective sample size of `min_cell_ess`, or the
+level it would be pooled across has no parent with two tried children (tau unknown). When the
+candidate's choices fall on unsupported cells (more than `max_unsupported_share`, default none),
+`estimate_off_policy` gives no estimate (`refusal` says why) rather than an interval that ignores
+the gap; `pooled_share` reports the choices whose own cell was tried less than `min_cell_ess` times.
+On the worker's own epsilon-greedy logs a candidate that chooses an action the logger hardly ever
+took anywhere is refused: with epsilon = 0.02 and 40 actions such an action is tried with
+probability 5e-4 per decision. The IPS/SNIPS warnings (low ESS, one decision carrying much of the
+weight, tiny propensities, a mean weight far from 1) remain: their intervals ignore what the sample
+lacks.
 """
 
 from __future__ import annotations
@@ -49,8 +67,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse, stats
 
+from rl_worker.analysis.learning_log import AgentColumns
 from rl_worker.core.actions import ActionMask
-from rl_worker.core.qlearning import QTable
+from rl_worker.core.replica import ModelReplica
 from rl_worker.core.types import FloatArray
 
 __all__ = [
@@ -58,9 +77,11 @@ __all__ = [
     "LoggedDecisions",
     "OffPolicyEstimate",
     "OffPolicyReport",
+    "candidate_greedy_actions",
     "effective_sample_size",
     "estimate_off_policy",
     "logged_decisions_for_candidate",
+    "target_policies",
 ]
 
 ESTIMATORS = ("IPS", "SNIPS", "DR")
@@ -78,6 +99,8 @@ class LoggedDecisions:
     action: npt.NDArray[np.int64]
     state: Sequence[str]
     target_policy: Sequence[Mapping[int, float]]
+    # per decision its state's coarser keys, finer to coarser (the agents' backoff levels); () for none
+    state_levels: Sequence[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         n = None
@@ -89,7 +112,9 @@ class LoggedDecisions:
                 raise ValueError(f"{name} has {column.size} values, expected {n}")
             n = column.size
             object.__setattr__(self, name, column)
-        for name in ("state", "target_policy"):
+        if not self.state_levels:
+            object.__setattr__(self, "state_levels", [()] * (n or 0))
+        for name in ("state", "target_policy", "state_levels"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} values, expected {n}")
         if np.any(self.logged_propensity <= 0.0) or np.any(self.logged_propensity > 1.0):
@@ -111,46 +136,65 @@ class LoggedDecisions:
         return self.target_propensity / self.logged_propensity
 
 
-def logged_decisions_for_candidate(
-    agent: str,
-    table: QTable,
-    state_keys: Sequence[str],
-    masks: Sequence[ActionMask],
-    actions: Sequence[int],
-    logged_propensities: Sequence[float],
-    rewards: Sequence[float],
-    epsilon: float = 0.0,
-) -> LoggedDecisions:
-    """The columns for a candidate that acts epsilon-greedily on `table` (0: its greedy policy).
-
-    As the worker decides: within the decision's mask, greedy ties broken uniformly, and every
-    allowed action greedy in a state the table never updated (all its values are 0).
-    """
-    n = len(state_keys)
-    if not (len(masks) == len(actions) == len(logged_propensities) == len(rewards) == n):
-        raise ValueError("every column needs one value per decision")
-    cache: dict[tuple[str, int], dict[int, float]] = {}
-    policies: list[dict[int, float]] = []
-    for i, (key, mask, action) in enumerate(zip(state_keys, masks, actions, strict=True)):
-        if action not in mask.allowed:
-            raise ValueError(f"decision {i}: logged action {action} is outside its mask")
-        policy = cache.get((key, id(mask)))
+def target_policies(
+    greedy: Sequence[tuple[int, ...]], masks: Sequence[ActionMask], epsilon: float = 0.0
+) -> list[dict[int, float]]:
+    """Per decision, pi(. | s_i) of a candidate that acts epsilon-greedily (0: greedily) on its greedy sets,
+    greedy ties broken uniformly within the decision's mask."""
+    cache: dict[tuple[tuple[int, ...], int], dict[int, float]] = {}
+    policies = []
+    for actions, mask in zip(greedy, masks, strict=True):
+        policy = cache.get((actions, id(mask)))
         if policy is None:
-            greedy = table.greedy_actions(key, mask) or mask.members
-            policy = dict.fromkeys(greedy, (1.0 - epsilon) / len(greedy))
+            policy = dict.fromkeys(actions, (1.0 - epsilon) / len(actions))
             if epsilon > 0.0:
                 for a in mask.members:
                     policy[a] = policy.get(a, 0.0) + epsilon / len(mask)
-            cache[(key, id(mask))] = policy
+            cache[(actions, id(mask))] = policy
         policies.append(policy)
+    return policies
+
+
+def candidate_greedy_actions(candidate: ModelReplica, agent: str, columns: AgentColumns) -> list[tuple[int, ...]]:
+    """The candidate's greedy actions in each logged state, as its own decisions would read its tables
+    (backoff levels, strategy rows, sizing context): `ModelReplica.greedy_meta_actions` / `greedy_sizing_actions`."""
+    if agent == "meta":
+        return [candidate.greedy_meta_actions(state) for state in columns.states]  # type: ignore[arg-type]
+    return [
+        candidate.greedy_sizing_actions(state, mask, *(context or (None, None)))  # type: ignore[arg-type]
+        for state, mask, context in zip(columns.states, columns.masks, columns.contexts, strict=True)
+    ]
+
+
+def logged_decisions_for_candidate(
+    agent: str, candidate: ModelReplica, columns: AgentColumns, epsilon: float = 0.0
+) -> LoggedDecisions:
+    """The estimators' columns for a candidate replica acting epsilon-greedily (0: its greedy policy) on
+    one agent's logged decisions; the reward model pools each state with its coarser keys
+    (`ModelReplica.state_levels`)."""
+    if not (len(columns.states) == len(columns.masks) == len(columns.state_keys) == len(columns)):
+        raise ValueError("every column needs one value per decision")
+    for i, (action, mask) in enumerate(zip(columns.actions, columns.masks, strict=True)):
+        if action not in mask.allowed:
+            raise ValueError(f"decision {i}: logged action {action} is outside its mask")
+    greedy = candidate_greedy_actions(candidate, agent, columns)
+    arms = columns.arms if len(columns.arms) == len(columns) else [""] * len(columns)
     return LoggedDecisions(
         agent,
-        np.asarray(rewards, dtype=np.float64),
-        np.asarray(logged_propensities, dtype=np.float64),
-        np.asarray(actions, dtype=np.int64),
-        list(state_keys),
-        policies,
+        np.asarray(columns.rewards, dtype=np.float64),
+        np.asarray(columns.propensities, dtype=np.float64),
+        np.asarray(columns.actions, dtype=np.int64),
+        [f"{arm}|{key}" for arm, key in zip(arms, columns.state_keys, strict=True)],
+        target_policies(greedy, columns.masks, epsilon),
+        [arm_levels(arm, candidate.state_levels(state)[1:]) for arm, state in zip(arms, columns.states, strict=True)],
     )
+
+
+def arm_levels(arm: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """A decision's coarser keys for the reward model, each under its arm (as its state key is): the other
+    agent's action, which every reward depends on, is drawn by the arm's policy, so an action's reward
+    differs between arms, and the arms are pooled only at the root."""
+    return (*(f"{arm}|{key}" for key in keys), f"{arm}|{ROOT_KEY}")
 
 
 def effective_sample_size(weights: FloatArray) -> float:
@@ -185,7 +229,9 @@ class OffPolicyReport:
     effective_sample_size: float
     agreement: float  # share of decisions whose logged action the candidate could take
     min_logged_propensity: float
-    unsupported_share: float  # the candidate's probability mass on (state, action) cells hardly tried
+    unsupported_share: float  # the candidate's choices on (state, action) cells no level supports
+    pooled_share: float  # ... on cells hardly tried themselves (their values rest on the coarser levels)
+    between_state_sd: tuple[float, ...]  # tau per level below the root, finest first (nan: unknown)
     estimates: dict[str, OffPolicyEstimate]
     confidence: float
     warnings: list[str] = field(default_factory=list)
@@ -212,6 +258,8 @@ class OffPolicyReport:
             "agreement": clean(self.agreement),
             "min_logged_propensity": clean(self.min_logged_propensity),
             "unsupported_share": self.unsupported_share,
+            "pooled_share": self.pooled_share,
+            "between_state_sd": [clean(v) for v in self.between_state_sd],
             "confidence": self.confidence,
             "estimated": self.estimated,
             "refusal": self.refusal,
@@ -260,74 +308,207 @@ def _interval(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-@dataclass(frozen=True)
-class _CellModel:
-    """DR with the per-(state, action) cell model as sparse matrices over the decisions:
-    value(c) = (c @ P) . ((c @ Wr) / (c @ W)) / sum(c) for decision multiplicities c."""
+ROOT_KEY = "*"  # the coarsest level of the reward model: an action over every state
 
-    policy: sparse.csr_matrix  # n x cells: pi(a | s_i) in the column of cell (s_i, a)
-    weight: sparse.csr_matrix  # n x cells: 1 / mu_i in the column of cell (s_i, a_i)
-    weighted_reward: sparse.csr_matrix  # ... r_i / mu_i
-    cell_ess: FloatArray  # per cell the candidate needs
-    cell_mass: FloatArray  # per cell: sum_i pi(a | s_i) / n
+
+@dataclass(frozen=True)
+class _Level:
+    """One level of the reward model's hierarchy: its (key, action) nodes, fit on the logged decisions."""
+
+    parent: npt.NDArray[np.int64]  # node -> its node one level coarser (-1 at the root)
+    mean: FloatArray  # m: importance-weighted mean reward (fine) or random-effects mean of its children
+    variance: FloatArray  # v: sampling variance of m (inf without data)
+    ess: FloatArray  # effective sample size of the decisions beneath
+    between: float  # tau^2: variance of this level's true values around their parent's (nan: unknown)
+    usable: npt.NDArray[np.bool_]  # its own mean enters its value: data with ess >= min_cell_ess
+
+
+@dataclass(frozen=True)
+class _PooledModel:
+    """DR's reward model: each (state, action) cell pooled towards the coarser keys (the agents'
+    backoff levels, then the action over all states). See the module docstring for the equations."""
+
+    levels: tuple[_Level, ...]  # finest first
+    policy: sparse.csr_matrix  # n x fine cells: pi(a | s_i) in the column of cell (s_i, a)
+    supported: npt.NDArray[np.bool_]  # per fine cell: some node on its path has ess >= min_cell_ess
+    pooled: npt.NDArray[np.bool_]  # per fine cell: its own ess is below min_cell_ess
+    cell_mass: FloatArray  # per fine cell: sum_i pi(a | s_i) / n
 
     @classmethod
-    def fit(cls, logged: LoggedDecisions) -> _CellModel:
+    def fit(cls, logged: LoggedDecisions, min_cell_ess: float) -> _PooledModel:
         n = len(logged)
-        cells: dict[tuple[str, int], int] = {}
+        # the last two levels: the action over all states among the cells the candidate chooses (or passes
+        # over), then the action over all states
+        paths = [
+            (key, *levels, ROOT_KEY, ROOT_KEY) for key, levels in zip(logged.state, logged.state_levels, strict=True)
+        ]
+        depth = len(paths[0])
+        if any(len(p) != depth for p in paths):
+            raise ValueError("every decision needs the same number of coarser state keys")
+        nodes: list[dict[tuple[str, int, bool], int]] = [{} for _ in range(depth)]
+        parents: list[list[int]] = [[] for _ in range(depth)]
+
+        def cell(path: tuple[str, ...], action: int, chosen: bool) -> int:
+            """The fine cell of (path[0], action), creating its path up to the root. A cell the candidate
+            chooses (its most probable action there) is pooled only with cells it also chooses: it chose
+            them for their (its) values, so they are not exchangeable with the cells it passed over."""
+            found = nodes[0].get((path[0], action, chosen))
+            if found is not None:
+                return found
+            below = -1
+            for level in range(depth - 1, -1, -1):  # root first, so every parent exists before its child
+                node = (path[level], action, chosen and level < depth - 1)
+                index = nodes[level].get(node)
+                if index is None:
+                    index = nodes[level][node] = len(parents[level])
+                    parents[level].append(below)
+                below = index
+            return below
+
         rows, columns, probabilities = [], [], []
-        for i, (key, policy) in enumerate(zip(logged.state, logged.target_policy, strict=True)):
+        logged_cells = []
+        for i, (path, policy, logged_action) in enumerate(
+            zip(paths, logged.target_policy, logged.action.tolist(), strict=True)
+        ):
+            top = max(policy.values())
             for a, p in policy.items():
                 if p > 0.0:
                     rows.append(i)
-                    columns.append(cells.setdefault((key, int(a)), len(cells)))
+                    columns.append(cell(path, int(a), p == top))
                     probabilities.append(p)
-        logged_rows, logged_columns = [], []
-        for i, (key, a) in enumerate(zip(logged.state, logged.action.tolist(), strict=True)):
-            column = cells.get((key, a))
-            if column is not None:  # a cell the candidate never needs does not enter the estimate
-                logged_rows.append(i)
-                logged_columns.append(column)
-        shape = (n, len(cells))
-        inverse = 1.0 / logged.logged_propensity[logged_rows]
-        weight = sparse.csr_matrix((inverse, (logged_rows, logged_columns)), shape=shape)
-        weighted_reward = sparse.csr_matrix(
-            (inverse * logged.reward[logged_rows], (logged_rows, logged_columns)), shape=shape
-        )
-        sums = np.asarray(weight.sum(axis=0)).reshape(-1)
-        squares = np.asarray(weight.multiply(weight).sum(axis=0)).reshape(-1)
-        ess = np.divide(sums**2, squares, out=np.zeros_like(sums), where=squares > 0)
-        policy = sparse.csr_matrix((probabilities, (rows, columns)), shape=shape)
-        mass = np.asarray(policy.sum(axis=0)).reshape(-1) / max(1, n)
-        return cls(policy, weight, weighted_reward, ess, mass)
+            logged_cells.append(cell(path, int(logged_action), policy.get(logged_action, 0.0) == top))
+        logged_cell = np.array(logged_cells, dtype=np.int64)
+        n_cells = len(parents[0])
+        inverse = 1.0 / logged.logged_propensity
+        weight = np.bincount(logged_cell, inverse, n_cells)
+        squares = np.bincount(logged_cell, inverse**2, n_cells)
+        has = weight > 0
+        mean = np.divide(np.bincount(logged_cell, inverse * logged.reward, n_cells), weight,
+                         out=np.zeros(n_cells), where=has)
+        ess = np.divide(weight**2, squares, out=np.zeros(n_cells), where=has)
+        group = np.arange(n_cells)  # each fine cell's node under its arm's root (the 3rd level from the top)
+        for level in range(depth - 3):
+            group = np.array(parents[level], dtype=np.int64)[group]
+        variance = np.divide(_reward_variance(logged, logged_cell, mean, group), ess,
+                             out=np.full(n_cells, math.inf), where=has)
+        levels: list[_Level] = []
+        for level in range(depth):
+            parent = np.array(parents[level], dtype=np.int64)
+            if level == depth - 1:
+                levels.append(_Level(parent, mean, variance, ess, math.nan, ess >= min_cell_ess))
+                break
+            between = _between_variance(mean, variance, parent, len(parents[level + 1]))
+            levels.append(_Level(parent, mean, variance, ess, between, ess >= min_cell_ess))
+            # the parent's value: the children's random-effects mean, each weighted by 1 / (tau^2 + v)
+            precision = np.where(np.isfinite(variance), 1.0 / (np.nan_to_num(between) + variance), 0.0)
+            size = len(parents[level + 1])
+            total = np.bincount(parent, precision, size)
+            mean = np.divide(np.bincount(parent, precision * mean, size), total, out=np.zeros(size), where=total > 0)
+            variance = np.divide(1.0, total, out=np.full(size, math.inf), where=total > 0)
+            ess = np.bincount(parent, ess, size)
+        # a fine cell is supported when some node on its path was tried often enough (and its value is known)
+        supported = np.zeros(n_cells, dtype=bool)
+        path_index = np.arange(n_cells)
+        for node_level in levels:
+            supported |= node_level.ess[path_index] >= min_cell_ess
+            if node_level is not levels[-1]:
+                path_index = node_level.parent[path_index]
+        supported &= np.isfinite(cls._draw(tuple(levels), None, None)[0])
+        policy = sparse.csr_matrix((probabilities, (rows, columns)), shape=(n, n_cells))
+        mass = np.asarray(policy.sum(axis=0)).reshape(-1) / n
+        return cls(tuple(levels), policy, supported, levels[0].ess < min_cell_ess, mass)
 
-    def values(self, counts: FloatArray) -> FloatArray:
-        """The estimate for each row of decision multiplicities (k x n)."""
-        policy = np.asarray((self.policy.T @ counts.T).T)
-        weight = np.asarray((self.weight.T @ counts.T).T)
-        weighted_reward = np.asarray((self.weighted_reward.T @ counts.T).T)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            model = weighted_reward / weight  # a cell absent from a resample: NaN, the resample is dropped
-            return np.sum(policy * model, axis=1) / counts.sum(axis=1)
+    @staticmethod
+    def _draw(
+        levels: tuple[_Level, ...], rng: np.random.Generator | None, size: int | None
+    ) -> FloatArray:
+        """The fine cells' values: their posterior means (rng None; shape 1 x cells), or `size` joint draws
+        from the posterior, root first: q_child | q_parent ~ N((1 - B) m + B q_parent, B tau^2),
+        B = v / (v + tau^2) (1 without data: the parent's value, give or take tau)."""
+        rows = 1 if size is None else size
+        root = levels[-1]
+        values = np.broadcast_to(root.mean, (rows, root.mean.size)).copy()
+        values[:, ~root.usable] = np.nan
+        if rng is not None:
+            spread = np.where(root.usable, root.variance, 0.0)
+            values += rng.standard_normal(values.shape) * np.sqrt(spread)
+        for level in reversed(levels[:-1]):
+            tau2, v = level.between, level.variance
+            has = level.usable  # a thinner node's own mean (a few, maybe extreme, rewards) is not read
+            if math.isnan(tau2):  # how much states differ is unknown: only a cell's own data count
+                shrink = np.where(has, 0.0, np.nan)
+                spread = np.where(has, v, np.nan)
+            else:
+                shrink = np.ones_like(v)
+                np.divide(v, v + tau2, out=shrink, where=has & (v + tau2 > 0))
+                spread = shrink * tau2
+            parent_values = values[:, level.parent]
+            values = (1.0 - shrink) * np.where(has, level.mean, 0.0) + shrink * parent_values
+            values = np.where(has & (shrink == 0.0), level.mean, values)  # 0 x nan of an unknown parent
+            if rng is not None:
+                values = values + rng.standard_normal(values.shape) * np.sqrt(np.nan_to_num(spread))
+        return values
+
+    def value(self) -> float:
+        """sum_c mass_c q_c over the supported cells the candidate needs, per unit of their mass."""
+        values = self._draw(self.levels, None, None)[0]
+        used = (self.cell_mass > 0) & self.supported
+        return float(np.dot(self.cell_mass[used], values[used]) / self.cell_mass[used].sum())
+
+    def interval(
+        self, n: int, confidence: float, n_resamples: int, rng: np.random.Generator
+    ) -> tuple[float, float]:
+        """Percentile interval of the value over draws: per draw the decisions are resampled (how often each
+        state and choice comes up) and the cells' values drawn from the model's posterior."""
+        if n < 2:
+            return math.nan, math.nan
+        results = []
+        batch = max(1, min(n_resamples, 2_000_000 // max(n, self.policy.shape[1])))
+        for start in range(0, n_resamples, batch):
+            k = min(batch, n_resamples - start)
+            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=k).astype(np.float64)
+            mass = np.asarray((self.policy.T @ counts.T).T)[:, self.supported]
+            values = self._draw(self.levels, rng, k)[:, self.supported]
+            total = mass.sum(axis=1)
+            results.append(np.sum(mass * values, axis=1)[total > 0] / total[total > 0])
+        drawn = np.concatenate(results)
+        if drawn.size < 0.95 * n_resamples:  # most resamples lost every supported choice (a handful of decisions)
+            return math.nan, math.nan
+        tail = 50.0 * (1.0 - confidence)
+        low, high = np.percentile(drawn, [tail, 100.0 - tail])
+        return float(low), float(high)
 
 
-def _dr_interval(
-    model: _CellModel, n: int, confidence: float, n_resamples: int, rng: np.random.Generator
-) -> tuple[float, float]:
-    if n < 2:
-        return math.nan, math.nan
-    values = []
-    batch = max(1, min(n_resamples, 2_000_000 // n))
-    for start in range(0, n_resamples, batch):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(batch, n_resamples - start)).astype(np.float64)
-        values.append(model.values(counts))
-    resampled = np.concatenate(values)
-    resampled = resampled[np.isfinite(resampled)]
-    if resampled.size < 0.95 * n_resamples:  # many resamples lost a thinly tried cell: no interval
-        return math.nan, math.nan
-    tail = 50.0 * (1.0 - confidence)
-    low, high = np.percentile(resampled, [tail, 100.0 - tail])
-    return float(low), float(high)
+def _reward_variance(
+    logged: LoggedDecisions, logged_cell: npt.NDArray[np.int64], mean: FloatArray, group: npt.NDArray[np.int64]
+) -> FloatArray:
+    """Per fine cell, the variance of one decision's reward: pooled within the cells of its group (the
+    coarsest key below the root, with the action: the spread of a reward grows with the position size,
+    which each arm's policy sets), shrunk towards all cells' with 10 pseudo-degrees of freedom."""
+    residual = (logged.reward - mean[logged_cell]) ** 2
+    n_groups = int(group.max()) + 1
+    counts = np.bincount(logged_cell, minlength=group.size)
+    squares = np.bincount(group[logged_cell], residual, n_groups)
+    freedom = np.bincount(group, np.maximum(counts - 1, 0), n_groups)
+    total_freedom = float(freedom.sum())
+    overall = float(squares.sum()) / total_freedom if total_freedom > 0 else float(np.var(logged.reward))
+    overall = max(overall, 1e-12)
+    return ((squares + 10.0 * overall) / (freedom + 10.0))[group]
+
+
+def _between_variance(mean: FloatArray, variance: FloatArray, parent: npt.NDArray[np.int64], size: int) -> float:
+    """tau^2 of one level by the method of moments, over the parents with two or more children with data:
+    E[sum_j (m_j - mean_P)^2] = (1 - 1/n_P) sum_j (tau^2 + v_j); nan when no parent has two."""
+    has = np.isfinite(variance)
+    children = np.bincount(parent[has], minlength=size)
+    centre = np.divide(np.bincount(parent[has], mean[has], size), children, out=np.zeros(size), where=children > 0)
+    use = has & (children[parent] >= 2)
+    if not use.any():
+        return math.nan
+    spread = float(np.sum((mean[use] - centre[parent[use]]) ** 2))
+    noise = float(np.sum((1.0 - 1.0 / children[parent[use]]) * variance[use]))
+    freedom = float(np.sum(children[children >= 2] - 1))
+    return max(0.0, (spread - noise) / freedom)
 
 
 def estimate_off_policy(
@@ -343,11 +524,13 @@ def estimate_off_policy(
     max_weight_share: float = 0.05,
     weight_mean_tolerance: float = 0.1,
 ) -> OffPolicyReport:
-    """IPS, SNIPS and DR with bootstrap intervals, the effective sample size, and warnings; no
-    estimate when more than `max_unsupported_share` of the candidate's probability mass lies on
-    (state, action) cells with an effective sample size below `min_cell_ess`: with k tries a
-    bootstrap resample misses a cell with probability about e^-k (k = 5: under 1 % of the resamples,
-    which are dropped); with fewer the interval would rest on the resamples that happened to see it."""
+    """IPS, SNIPS and DR with intervals, the effective sample size, and warnings. No estimate when more
+    than `max_unsupported_share` of the candidate's choices fall on (state, action) cells that even the
+    coarsest level does not support: no node on the cell's path (the cell, its coarser keys, the action
+    over all states) has an effective sample size of `min_cell_ess`, or the level it would be pooled
+    across has no two tried states to tell how much states differ. `pooled_share` is the part of the
+    candidate's choices whose own cell has an effective sample size below `min_cell_ess`: their values
+    come mostly from the coarser levels (and their spread, tau, widens the interval)."""
     n = len(logged)
     if n == 0:
         raise ValueError(f"no logged {logged.agent} decisions to evaluate")
@@ -355,9 +538,9 @@ def estimate_off_policy(
     r = logged.reward
     ess = effective_sample_size(w)
     agreement = float(np.mean(w > 0))
-    cell_model = _CellModel.fit(logged)
-    thin = cell_model.cell_ess < min_cell_ess
-    unsupported = float(cell_model.cell_mass[thin].sum())
+    model = _PooledModel.fit(logged, min_cell_ess)
+    needed = model.cell_mass > 0
+    unsupported = float(model.cell_mass[needed & ~model.supported].sum())
     common: dict[str, Any] = {
         "agent": logged.agent,
         "decisions": n,
@@ -366,24 +549,29 @@ def estimate_off_policy(
         "agreement": agreement,
         "min_logged_propensity": float(logged.logged_propensity.min()),
         "unsupported_share": unsupported,
+        "pooled_share": float(model.cell_mass[needed & model.pooled].sum()),
+        "between_state_sd": tuple(
+            math.sqrt(level.between) if math.isfinite(level.between) else math.nan for level in model.levels[:-1]
+        ),
         "confidence": confidence,
     }
     if unsupported > max_unsupported_share:
-        untried = int(np.sum(cell_model.cell_ess[thin] == 0))
+        thin = needed & ~model.supported
         return OffPolicyReport(
             **common,
             estimates={},
             refusal=(
                 f"no estimate: {unsupported:.0%} of the candidate's choices fall on {int(thin.sum())} "
-                f"(state, action) pairs tried too rarely in the logged decisions (effective sample size below "
-                f"{min_cell_ess:g}; {untried} never tried) -- the logs say nothing about what those would have "
-                "earned. Log with more exploration (e.g. a uniform control share) or a longer window."
+                f"(state, action) pairs that neither the logged decisions nor their coarser states support "
+                f"(effective sample size below {min_cell_ess:g} at every level, the action over all states "
+                "included) -- the logs say nothing about what those would have earned. Log with more "
+                "exploration (e.g. a uniform control share) or a longer window."
             ),
         )
     ips_terms = w * r
     total_weight = float(w.sum())
     snips = float(ips_terms.sum() / total_weight) if total_weight > 0 else math.nan
-    dr = float(cell_model.values(np.ones((1, n)))[0])
+    dr = model.value()
     estimates = {
         "IPS": OffPolicyEstimate(
             "IPS", float(ips_terms.mean()), *_interval((ips_terms,), _mean, False, confidence, n_resamples, rng)
@@ -391,7 +579,7 @@ def estimate_off_policy(
         "SNIPS": OffPolicyEstimate(
             "SNIPS", snips, *_interval((ips_terms, w), _ratio_of_means, True, confidence, n_resamples, rng)
         ),
-        "DR": OffPolicyEstimate("DR", dr, *_dr_interval(cell_model, n, confidence, n_resamples, rng)),
+        "DR": OffPolicyEstimate("DR", dr, *model.interval(n, confidence, n_resamples, rng)),
     }
     found: list[str] = []
     if ess < max(min_ess, min_ess_fraction * n):

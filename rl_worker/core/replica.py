@@ -369,14 +369,9 @@ class ModelReplica:
             context = self._context_prefix(regime, meta_action)
         cached = self._sizing_greedy.get((key, mask, context))
         if cached is None or cached.table is not table or (cached.rows_at != len(table.keys) and cached.gained_rows()):
-            keys = [key]
-            if self._sizing_levels or context:
-                keys += [
-                    b.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
-                    for b in self._sizing_levels_fine_first
-                ]
-                if context:
-                    keys = [context + k for k in keys] + keys
+            keys = self._sizing_key_chain(
+                key, SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope), context
+            )
             rows = tuple(table.row_index(k) for k in keys)
             read = tuple(i for i in rows if i is not None)
             cached = _CachedGreedy(
@@ -397,6 +392,41 @@ class ModelReplica:
         selection = select_greedy(greedy, mask, epsilon, self._random.stream(decision_id))
         state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         return Decision(state, key, selection, epsilon, self.log_offset + 1)
+
+    def _sizing_key_chain(self, key: str, state: SizingState, context: str) -> list[str]:
+        """The keys a sizing decision reads, in order: the fine key, then its backoff levels' keys from the
+        finer to the coarser; with a context, all of them under it first."""
+        keys = [key]
+        if self._sizing_levels or context:
+            keys += [b.key(*state) for b in self._sizing_levels_fine_first]
+            if context:
+                keys = [context + k for k in keys] + keys
+        return keys
+
+    def greedy_meta_actions(self, state: MetaState) -> tuple[int, ...]:
+        """The meta actions `decide_meta` chooses among when it does not explore, in a (logged) state:
+        the candidate's greedy policy for off-policy evaluation (every allowed action before any update)."""
+        cached = self._meta_cached(self.meta_table, self._meta_keys.keys(*state), state.regime)
+        return cached.greedy or cached.mask.members
+
+    def greedy_sizing_actions(
+        self, state: SizingState, mask: ActionMask, regime: str | None = None, meta_action: int | None = None
+    ) -> tuple[int, ...]:
+        """The sizing actions `decide_sizing` chooses among when it does not explore, in a (logged) state
+        under the decision's effective mask (see greedy_meta_actions)."""
+        context = ""
+        if self._sizing_context and regime is not None and meta_action is not None:
+            context = self._context_prefix(regime, meta_action)
+        table = self.sizing_table
+        rows = [table.row_index(k) for k in self._sizing_key_chain(self._sizing_keys.key(*state), state, context)]
+        return table.greedy_at(table.first_row_with(rows, self._backoff_visits * len(mask)), mask) or mask.members
+
+    def state_levels(self, state: MetaState | SizingState) -> tuple[str, ...]:
+        """A state's keys, the finest (its state key) first, then its backoff levels' keys from the finer
+        to the coarser (none without backoff): how the agents pool a state with its neighbours."""
+        if isinstance(state, MetaState):
+            return self._meta_keys.keys(*state)
+        return (self._sizing_keys.key(*state), *(b.key(*state) for b in self._sizing_levels_fine_first))
 
     def _context_prefix(self, regime: str, meta_action: int) -> str:
         """'X:<regime>|<strategy>|...|' for the sizing context's features (cached per regime and meta action)."""

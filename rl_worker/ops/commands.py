@@ -479,10 +479,14 @@ def register_commands(app: faust.App, settings: Settings) -> None:
     async def evaluate(self: Any, candidate: str, since: str | None, as_json: bool) -> None:
         """Off-policy estimates (IPS, SNIPS, DR) of a candidate checkpoint on RL_APP_ID's logged decisions.
 
-        What the candidate's greedy policy would have earned per decision, per agent, with bootstrap
-        intervals and the effective sample size. No estimate for an agent whose logged decisions hardly
-        ever tried the candidate's actions (the report says so). Judge a backfilled or re-tuned
-        candidate with it before a promote.
+        What the candidate's greedy policy would have earned per decision, per agent, with 95 % intervals
+        and the effective sample size. DR's reward model pools a (state, action) the logs hardly tried
+        with its coarser states (the agents' backoff levels, then the action over all states), and its
+        interval carries how much states differ; the report gives the share of the candidate's choices
+        resting on such pooled cells. No estimate for an agent when some of the candidate's choices are
+        on actions hardly ever tried even over all states (the report says so): keep exploring traffic
+        (a uniform control share) to judge candidates. Judge a backfilled or re-tuned candidate with it
+        before a promote.
 
         Exit status: 0 with estimates for every agent that has logged decisions; 3 when the logs do not
         support an estimate for one of them (the report says which and why); 1 for an unknown

@@ -6,11 +6,13 @@ the decisions of both arms in this app id's learning log (`--since` limits them 
 that were traded as published and carry a propensity, each with its own policy's propensity (a
 uniform control share is what lets a candidate be judged beyond what the RL arm tried). Per agent: IPS, SNIPS and DR
 (`rl_worker.analysis.off_policy`: the candidate's greedy policy; DR's reward model is fit on the
-logged decisions, per state and action, and refit in every bootstrap resample) with bootstrap
+logged decisions, per state and action, pooled towards coarser states) with bootstrap
 intervals, the effective sample size and warnings about the importance weights; beside them,
-what the logged decisions earned. No estimate at all for an agent whose logged decisions hardly
-ever tried an action the candidate would take in some state: the report says how much of the
-candidate's choices that is, instead of an interval the data cannot back.
+what the logged decisions earned. A (state, action) the logs hardly tried is pooled with its
+coarser states and its interval widened by how much states differ (`pooled_share` says how much of
+the candidate's choices rest on such cells). No estimate at all for an agent when some of the
+candidate's choices are on actions hardly ever tried even over all states: the report says how
+much of the candidate's choices that is, instead of an interval the data cannot back.
 
 Exit status: 0 with estimates; 3 when an agent's logs do not support an estimate; 1 when the
 candidate is unknown or unreadable, or nothing was logged to evaluate on; 2 on a usage error.
@@ -83,19 +85,11 @@ def evaluate_candidate(
             "before propensities were recorded)"
         )
     reports = {}
-    for agent, table in (("meta", candidate.meta_table), ("sizing", candidate.sizing_table)):
+    for agent in ("meta", "sizing"):
         logged = columns[agent]
         if not len(logged):
             continue
-        decisions = logged_decisions_for_candidate(
-            agent,
-            table,
-            logged.state_keys,
-            logged.masks,
-            logged.actions,
-            logged.propensities,
-            logged.rewards,
-        )
+        decisions = logged_decisions_for_candidate(agent, candidate, logged)
         reports[agent] = estimate_off_policy(
             decisions, np.random.default_rng(seed), n_resamples=settings.ab.bootstrap_resamples
         )
@@ -116,6 +110,13 @@ def format_evaluation(name: str, reports: dict[str, OffPolicyReport]) -> str:
         ]
         if report.refusal is not None:
             lines.append(f"  {report.refusal}")
+        else:
+            spread = ", ".join("?" if not math.isfinite(sd) else f"{sd:.2f}" for sd in report.between_state_sd)
+            lines.append(
+                f"  {report.pooled_share:.0%} of the candidate's choices rest on (state, action) pairs with an "
+                "effective sample size below 5, valued from their coarser states (spread of the true values "
+                f"between levels, finest first: {spread})"
+            )
         for estimate in report.estimates.values():
             lines.append(
                 f"  {estimate.estimator:<6} {_num(estimate.value)}  {report.confidence:.0%} CI "
@@ -126,5 +127,5 @@ def format_evaluation(name: str, reports: dict[str, OffPolicyReport]) -> str:
         if report.trustworthy:
             lines.append("  the logged propensities support these estimates")
         elif report.estimated:
-            lines.append("  every state's candidate action was tried often enough: read DR (IPS / SNIPS as warned)")
+            lines.append("  the candidate's choices are supported: read DR (IPS / SNIPS as warned)")
     return "\n".join(lines)

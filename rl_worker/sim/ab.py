@@ -27,6 +27,7 @@ from rl_worker.core.actions import SIZING_ACTIONS, meta_action_mask, sizing_acti
 from rl_worker.core.arms import CONTROL_ARM, RL_ARM, BaselinePolicy, assign_arm, control_meta, control_sizing
 from rl_worker.core.qlearning import DecisionRandom
 from rl_worker.core.snapshot import encode_replica
+from rl_worker.core.state import MetaState, SizingState
 from rl_worker.core.types import FloatArray
 from rl_worker.positions import PositionJoiner
 from rl_worker.sim.market import SimConfig, SyntheticMarket
@@ -48,12 +49,7 @@ class AgentLog(AgentColumns):
     def since(self, position: int) -> AgentLog:
         """The decisions of positions `position` and later."""
         keep = [i for i, p in enumerate(self.positions) if p >= position]
-        return AgentLog(
-            *(
-                [getattr(self, name)[i] for i in keep]
-                for name in ("state_keys", "masks", "actions", "propensities", "rewards", "expected", "positions")
-            )
-        )
+        return AgentLog(**{name: [getattr(self, name)[i] for i in keep] for name in self.__dataclass_fields__})
 
 
 @dataclass
@@ -85,12 +81,13 @@ def run_offline_ab(
     keep_log: bool = True,
     snapshot_at: int | None = None,
     score: bool = True,
-    log_arm: str = RL_ARM,
+    log_arm: str | None = RL_ARM,
 ) -> OfflineAB:
     """Run `n_positions` positions; `policies` maps each arm to its policy (default rl / stack;
     {"rl": "rl", "control": "rl"} is an A/A run: one policy behind both arms). `score=False` skips the
     oracle's expected pnl and reward of the arms (then 0). `log_arm` is the arm whose decisions the
-    off-policy logs keep (with the propensities of the policy that traded them)."""
+    off-policy logs keep (None: both, as `evaluate` reads them), with the propensities of the policy that
+    traded them."""
     policies = policies or {RL_ARM: "rl", CONTROL_ARM: "stack"}
     baseline = baseline or BaselinePolicy()
     sim_config = (sim_config or SimConfig()).model_copy(update={"core": core_config})
@@ -142,7 +139,7 @@ def run_offline_ab(
                 market.expected_meta_rewards(opened, s)[m] + market.expected_size_rewards(opened, m)[s]
             )
         traded_meta, traded_sizing = choices[policies[arm]]
-        logged = keep_log and arm == log_arm
+        logged = keep_log and log_arm in (arm, None)
         if logged:
             expected_meta = market.expected_meta_rewards(opened, traded_sizing)
             expected_size = market.expected_size_rewards(opened, traded_meta)
@@ -164,10 +161,16 @@ def run_offline_ab(
         columns[arm]["size"].append(applied.size_reward)
         if logged:
             meta_p, sizing_p = propensities[policies[arm]]
-            for log, record, mask, reward, expected, action, propensity in (
-                (meta_log, meta_record, meta_mask, applied.meta_reward, expected_meta, traded_meta, meta_p),
-                (sizing_log, sizing_record, sizing_mask, applied.size_reward, expected_size, traded_sizing, sizing_p),
+            meta_state = MetaState(**meta_record["state"])
+            for log, record, mask, reward, expected, action, propensity, state, context in (
+                (meta_log, meta_record, meta_mask, applied.meta_reward, expected_meta, traded_meta, meta_p,
+                 meta_state, None),
+                (sizing_log, sizing_record, sizing_mask, applied.size_reward, expected_size, traded_sizing, sizing_p,
+                 SizingState(**sizing_record["state"]), (meta_state.regime, traded_meta)),
             ):
+                log.states.append(state)
+                log.contexts.append(context)
+                log.arms.append(arm)
                 log.state_keys.append(record["state_key"])
                 log.masks.append(mask)
                 log.actions.append(action)
