@@ -136,23 +136,26 @@ def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict
     # alone) on two replicas that see the same records, in alternating blocks of 50 records (the
     # median over blocks: a loaded machine slows both halves of a block alike), so only the
     # decisions' cost remains. "Own state": the decision is in the state whose rows the apply just
-    # wrote (fine key and backoff levels), what a worker trading one regime mostly sees.
+    # wrote (fine key and backoff levels), what a worker trading one regime mostly sees. "Another
+    # replica": the decision reads a replica the apply did not touch, so nothing it caches is stale and
+    # what remains is what the apply costs it in cold CPU caches (the floor of the live figures).
     half = len(records) // 2
     live_calls = min(calls, len(records) - half)
     block = 50
 
-    def live_decide_us(decide: Callable[[ModelReplica, int], object]) -> float:
+    def live_decide_us(decide: Callable[[ModelReplica, int], object], another: bool = False) -> float:
         with_decisions, alone = ModelReplica(config), ModelReplica(config)
         for record in records[:half]:
             with_decisions.apply(record)
             alone.apply(record)
+        decided = trained if another else with_decisions
         per_block = []
         for first in range(0, live_calls, block):
             chunk = range(first, min(first + block, live_calls))
             start = clock()
             for i in chunk:
                 with_decisions.apply(records[half + i])
-                decide(with_decisions, i)
+                decide(decided, i)
             both = clock() - start
             start = clock()
             for i in chunk:
@@ -210,6 +213,8 @@ def run(runs: int, n_records: int, calls: int, profile: str = "default") -> dict
         "decide_sizing_live_us": median_of(runs, lambda: live_decide_us(live_sizing)),
         "decide_meta_own_us": median_of(runs, lambda: live_decide_us(live_meta_own)),
         "decide_sizing_own_us": median_of(runs, lambda: live_decide_us(live_sizing_own)),
+        "decide_meta_cold_us": median_of(runs, lambda: live_decide_us(live_meta, another=True)),
+        "decide_sizing_cold_us": median_of(runs, lambda: live_decide_us(live_sizing, another=True)),
         "td_update_us": median_of(runs, lambda: time_per_call_us(update, calls)),
         "apply_us": apply_seconds / len(records) * 1e6,
         "apply_per_s": len(records) / apply_seconds,
@@ -313,6 +318,12 @@ def print_report(results: dict[str, float]) -> None:
         ("decide_sizing after an apply (the live path)", f"{results['decide_sizing_live_us']:.2f} us", "< 10 us"),
         ("decide_meta after an apply to its own state", f"{results['decide_meta_own_us']:.2f} us", ""),
         ("decide_sizing after an apply to its own state", f"{results['decide_sizing_own_us']:.2f} us", ""),
+        ("decide_meta after an apply to another replica (cold caches)", f"{results['decide_meta_cold_us']:.2f} us", ""),
+        (
+            "decide_sizing after an apply to another replica (cold caches)",
+            f"{results['decide_sizing_cold_us']:.2f} us",
+            "",
+        ),
         ("td_update", f"{results['td_update_us']:.2f} us", ""),
         ("ModelReplica.apply, one record", f"{results['apply_us']:.2f} us", ""),
         (
@@ -378,6 +389,11 @@ def result_document(results: dict[str, float], command: str, profile: str, clock
                                      "it reads changed)", results["decide_meta_own_us"], "us"),
         "decide_sizing_own_us": figure("core: one sizing decision right after an apply to its own state",
                                        results["decide_sizing_own_us"], "us"),
+        "decide_meta_cold_us": figure("core: one meta decision right after an apply to another replica (nothing it "
+                                      "caches changed: the cold CPU caches alone)", results["decide_meta_cold_us"],
+                                      "us"),
+        "decide_sizing_cold_us": figure("core: one sizing decision right after an apply to another replica",
+                                        results["decide_sizing_cold_us"], "us"),
         "td_update_us": figure("core: one TD update", results["td_update_us"], "us"),
         "json_parse_per_s": figure(f"core: json.loads of the same {n:,} learning-log records (ceiling)",
                                    results["json_parse_per_s"], "/s"),

@@ -38,7 +38,8 @@ class QTable:
     `q_values` and `visits` are read-only numpy views (rows in key order, spare capacity at
     the end); write through `td_update` or `set_value`. Those keep, per row and mask, the
     greedy set (the best value and the allowed actions that reach it) exact, updating it in
-    O(1) on most writes, so that neither a TD target nor a selection scans the row. Single
+    O(1) on most writes, so that neither a TD target nor a selection scans the row
+    (`td_update_cells`, which moves many cells of a row at once, leaves them to one rescan). Single
     values are read and written through memoryviews (~30 ns, where numpy indexing costs
     ~100 ns and returns numpy scalars).
     """
@@ -243,7 +244,6 @@ class QTable:
             i = self.ensure_row(state_key)
         view, visits = self._q_view, self._visits_view
         base = i * self.n_actions
-        cache = self._greedy[i]
         for action, reward in zip(actions, rewards, strict=True):
             cell = base + action
             q = view[cell]
@@ -252,10 +252,11 @@ class QTable:
             step = alpha
             if visit_step and n * alpha < 1.0:
                 step = 1.0 / n
-            value = q + step * (reward + bootstrap - q)
-            view[cell] = value
-            if cache and value != q:
-                _update_greedy(cache, action, q, value)
+            view[cell] = q + step * (reward + bootstrap - q)
+        # Many cells moved: the row's greedy sets are rescanned when next read (one scan, where keeping
+        # them exact cell by cell cost a pass over every cached mask per cell).
+        for entry in self._greedy[i].values():
+            entry.actions = None
         self._row_visits[i] += len(actions)
         self.version += 1
         self._written[i] = self.version
