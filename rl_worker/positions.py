@@ -446,9 +446,13 @@ class PositionJoiner:
         if signal is not None and execution is not None and row.sizing is None:
             # the sizing context (only when the rules learn one): the signal's regime and the meta
             # action as traded; the published one is read back from its record, so not per event otherwise
+            rules = self.replica.config.learning
             meta_action = execution.traded
-            if meta_action is None and row.meta is not None and self.replica.config.learning.sizing_context:
+            if meta_action is None and row.meta is not None and (rules.sizing_context or rules.sizing_edge):
                 meta_action = json.loads(row.meta.record)["action_index"]
+            edge = None
+            if rules.sizing_edge and meta_action is not None:
+                edge = self.replica.sizing_edge_of(signal.market, signal.confidence, meta_action)
             decision = self.replica.decide_sizing(
                 signal.confidence,
                 execution.portfolio_exposure,
@@ -458,6 +462,7 @@ class PositionJoiner:
                 execution.max_leverage,
                 signal.market.regime,
                 meta_action,
+                edge,
             )
             source = None
             if control:

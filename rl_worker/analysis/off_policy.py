@@ -160,10 +160,16 @@ def candidate_greedy_actions(candidate: ModelReplica, agent: str, columns: Agent
     (backoff levels, strategy rows, sizing context): `ModelReplica.greedy_meta_actions` / `greedy_sizing_actions`."""
     if agent == "meta":
         return [candidate.greedy_meta_actions(state) for state in columns.states]  # type: ignore[arg-type]
-    return [
-        candidate.greedy_sizing_actions(state, mask, *(context or (None, None)))  # type: ignore[arg-type]
-        for state, mask, context in zip(columns.states, columns.masks, columns.contexts, strict=True)
-    ]
+    greedy = []
+    for state, mask, context, key in zip(
+        columns.states, columns.masks, columns.contexts, columns.state_keys, strict=True
+    ):
+        regime, meta_action = context or (None, None)
+        edge = int(key[1]) if key[:1] == "E" and key[2:3] == "|" else None  # rule sizing_edge: 'E<0|1>|<key>'
+        greedy.append(
+            candidate.greedy_sizing_actions(state, mask, regime, meta_action, edge)  # type: ignore[arg-type]
+        )
+    return greedy
 
 
 def logged_decisions_for_candidate(

@@ -136,6 +136,25 @@ class LearningRules(_Frozen):
         "'X:<context>|<key>' (decisions read these first, then the plain keys); the decision record's state "
         "stays the spec's five features",
     )
+    meta_shrink: bool = Field(
+        default=False,
+        description="with meta_strategy_first: the action within the best strategy is chosen by its values shrunk "
+        "from the finest key towards the coarser ones, as the strategy values, instead of from the finest key "
+        "with backoff_visits updates per action",
+    )
+    sizing_shrink: bool = Field(
+        default=False,
+        description="with backoff: a sizing decision reads every allowed size's value shrunk from the finest key "
+        "towards the coarser ones (each coarser estimate counts as backoff_strength updates, as the meta "
+        "agent's strategy values) instead of the finest key with backoff_visits updates per action",
+    )
+    sizing_edge: bool = Field(
+        default=False,
+        description="with meta_strategy_first: the sizing key also says whether the meta agent expects the "
+        "traded strategy to pay (its strategy value in the signal's state, shrunk as for the strategy choice, "
+        "above 0: 'E1|<key>', else 'E0|<key>'), read when the sizing decision is made and recorded in its "
+        "state key; the coarser sizing keys are learnt with and without it",
+    )
     counterfactual_sizing: bool = Field(
         default=False,
         description="also update every other sizing action within the configured limits with the reward it would "
@@ -352,6 +371,9 @@ PROFILES: dict[str, dict[str, Any]] = {
             "meta_strategy_first": False,
             "meta_factored": False,
             "sizing_context": (),
+            "meta_shrink": False,
+            "sizing_shrink": False,
+            "sizing_edge": False,
             "counterfactual_sizing": False,
         },
     },

@@ -20,6 +20,19 @@ Besides the seed's TD rule on the state key of each decision, the configuration'
   `S:<key>`, one cell per strategy, updated with every meta reward of the strategy traded) and
   decides greedily among the actions of the best strategy (then by the actions' own values);
   exploration stays uniform over all allowed actions, so the propensity formula is unchanged;
+- shrunk sizing values (`sizing_shrink`): a sizing decision reads every allowed size's value shrunk
+  from the fine key towards the coarser ones, as the strategy values are (a coarser key's value
+  counts for `backoff_strength` updates), instead of the first key with `backoff_visits` updates
+  per action: with counterfactual updates a fine key passes that threshold after 3 positions,
+  whose mean return is mostly noise; `meta_shrink` does the same for the action within the best
+  strategy;
+- the meta agent's edge in the sizing key (`sizing_edge`): the best size depends most on the
+  traded action's edge, which the sizing state does not carry. When the sizing decision is made
+  (after the meta decision), `sizing_edge_of` reads the meta agent's shrunk value of the traded
+  strategy in the signal's state; the sizing key becomes `E1|<key>` if it is above 0, else
+  `E0|<key>`. The bit is recorded in the decision's state key, so `apply` reads it from the log
+  (the replica stays a function of the log), and the coarser sizing rows are learnt with and
+  without it;
 - counterfactual sizing updates (`counterfactual_sizing`): a closed position's pnl and drawdown
   say what every other size multiplier and leverage would have earned on the same price path,
   so every sizing action within the configured limits is updated with its own reward, the chosen
@@ -179,6 +192,9 @@ class ModelReplica:
         self._meta_greedy: dict[tuple[str, ...], _CachedGreedy] = {}
         self._sizing_greedy: dict[tuple[str, ActionMask, str], _CachedGreedy] = {}
         self._sizing_context = rules.sizing_context
+        self._meta_shrink = rules.meta_shrink
+        self._sizing_edge = rules.sizing_edge and rules.meta_strategy_first
+        self._sizing_shrink = rules.sizing_shrink and rules.backoff_visits > 0
         self._sizing_masks: dict[tuple[float | None, float | None], ActionMask] = {}
         self._context_prefixes: dict[tuple[str, int], str] = {}
         self._set_hyperparameters(Hyperparameters.from_config(config), None, 0)
@@ -294,6 +310,9 @@ class ModelReplica:
             submask = self._strategy_submasks.get((regime, strategies))
             if submask is None:
                 submask = self._strategy_submask(regime, strategies)
+            if self._meta_shrink:
+                coarsest_first = [i for i in reversed(cached.rows) if i is not None]
+                return _shrunk_greedy(table, coarsest_first, submask, self._backoff_strength) or submask.members
             by = table.first_row_with(cached.rows, per_action * len(submask))
             return table.greedy_at(by, submask) or submask.members
         mask = cached.mask
@@ -348,15 +367,21 @@ class ModelReplica:
         max_leverage: float | None = None,
         regime: str | None = None,
         meta_action: int | None = None,
+        edge: int | None = None,
     ) -> Decision:
         """Sizing action (multiplier, leverage) within the configured limits tightened by the event's.
 
         `regime` and `meta_action` (the signal's regime and the meta action traded) are the sizing
         context when the rules have one (`sizing_context`); without them the plain keys decide.
+        `edge` (`sizing_edge_of`, with the rule `sizing_edge`) prefixes the state key: 'E<edge>|<key>'.
         """
         winrate = self.winrate.winrate
         slope = self.equity.slope
         key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
+        edge_prefix = ""
+        if self._sizing_edge and edge is not None:
+            edge_prefix = _EDGE_PREFIXES[edge]
+            key = edge_prefix + key
         limits = (max_size_multiplier, max_leverage)
         mask = self._sizing_masks.get(limits)
         if mask is None:
@@ -369,23 +394,20 @@ class ModelReplica:
             context = self._context_prefix(regime, meta_action)
         cached = self._sizing_greedy.get((key, mask, context))
         if cached is None or cached.table is not table or (cached.rows_at != len(table.keys) and cached.gained_rows()):
-            keys = self._sizing_key_chain(
-                key, SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope), context
-            )
+            state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
+            keys = self._sizing_key_chain(key, state, context, edge_prefix)
             rows = tuple(table.row_index(k) for k in keys)
             read = tuple(i for i in rows if i is not None)
             cached = _CachedGreedy(
                 table, mask, rows, (), read, tuple(k for k, i in zip(keys, rows, strict=True) if i is None)
             )
-            cached.greedy = table.greedy_at(table.first_row_with(rows, self._backoff_visits * len(mask)), mask)
+            cached.greedy = self._sizing_greedy_at(cached)
             cached.version = table.version
             self._sizing_greedy[(key, mask, context)] = cached
         elif cached.version != table.version:
             reads = cached.reads
             if reads is None or table.changed_since(reads, cached.version):
-                cached.greedy = table.greedy_at(
-                    table.first_row_with(cached.rows, self._backoff_visits * len(mask)), mask
-                )
+                cached.greedy = self._sizing_greedy_at(cached)
             cached.version = table.version
         greedy = cached.greedy
         epsilon = self.sizing_epsilon
@@ -393,12 +415,48 @@ class ModelReplica:
         state = SizingState(signal_confidence, portfolio_exposure, winrate, volatility, slope)
         return Decision(state, key, selection, epsilon, self.log_offset + 1)
 
-    def _sizing_key_chain(self, key: str, state: SizingState, context: str) -> list[str]:
-        """The keys a sizing decision reads, in order: the fine key, then its backoff levels' keys from the
-        finer to the coarser; with a context, all of them under it first."""
+    def _sizing_greedy_at(self, cached: _CachedGreedy) -> tuple[int, ...] | None:
+        """The greedy sizes of a state, read from its resolved rows (finest first) as the table stands: each
+        size's value shrunk across them (`sizing_shrink`), else the finest row with `backoff_visits` updates
+        per allowed size."""
+        table, mask = cached.table, cached.mask
+        if self._sizing_shrink:
+            coarsest_first = [i for i in reversed(cached.rows) if i is not None]
+            return _shrunk_greedy(table, coarsest_first, mask, self._backoff_strength)
+        return table.greedy_at(table.first_row_with(cached.rows, self._backoff_visits * len(mask)), mask)
+
+    def sizing_edge_of(self, market: MarketFeatures, confidence: float, meta_action: int) -> int:
+        """1 if the meta agent's value of the traded action's strategy in this signal's state (shrunk from
+        the coarsest key to the finest, as for the strategy choice) is above 0, else 0; 1 before any update.
+
+        The sizing agent's best size depends most on the traded action's edge, which its own five features
+        do not see; this is the meta agent's estimate of it, in one bit (rule `sizing_edge`).
+        """
+        keys = self._meta_keys.keys(
+            market.regime, market.volatility, market.market_pressure, confidence, self.winrate.winrate,
+            self.equity.health,
+        )
+        table = self.meta_table
+        row_index = table.row_index
+        rows = [i for i in (row_index("S:" + key) for key in reversed(keys)) if i is not None]
+        if not rows:
+            return 1
+        strategy = _META_PARTS[meta_action][0]
+        q_values, visits, strength = table.q_values, table.visits, self._backoff_strength
+        value = float(q_values[rows[0], strategy])
+        for i in rows[1:]:
+            n = int(visits[i, strategy])
+            value = (n * float(q_values[i, strategy]) + strength * value) / (n + strength)
+        return 1 if value > 0.0 else 0
+
+    def _sizing_key_chain(self, key: str, state: SizingState, context: str, edge_prefix: str = "") -> list[str]:
+        """The keys a sizing decision reads, in order: the fine key (with its edge prefix, if any), then its
+        backoff levels' keys from the finer to the coarser (with the edge prefix first, then without); with a
+        context, all of them under it first."""
         keys = [key]
         if self._sizing_levels or context:
-            keys += [b.key(*state) for b in self._sizing_levels_fine_first]
+            coarser = [b.key(*state) for b in self._sizing_levels_fine_first]
+            keys += [*(edge_prefix + k for k in coarser), *coarser] if edge_prefix else coarser
             if context:
                 keys = [context + k for k in keys] + keys
         return keys
@@ -410,16 +468,23 @@ class ModelReplica:
         return cached.greedy or cached.mask.members
 
     def greedy_sizing_actions(
-        self, state: SizingState, mask: ActionMask, regime: str | None = None, meta_action: int | None = None
+        self,
+        state: SizingState,
+        mask: ActionMask,
+        regime: str | None = None,
+        meta_action: int | None = None,
+        edge: int | None = None,
     ) -> tuple[int, ...]:
         """The sizing actions `decide_sizing` chooses among when it does not explore, in a (logged) state
-        under the decision's effective mask (see greedy_meta_actions)."""
+        under the decision's effective mask (see greedy_meta_actions); `edge` as in decide_sizing."""
         context = ""
         if self._sizing_context and regime is not None and meta_action is not None:
             context = self._context_prefix(regime, meta_action)
+        edge_prefix = _EDGE_PREFIXES[edge] if self._sizing_edge and edge is not None else ""
         table = self.sizing_table
-        rows = [table.row_index(k) for k in self._sizing_key_chain(self._sizing_keys.key(*state), state, context)]
-        return table.greedy_at(table.first_row_with(rows, self._backoff_visits * len(mask)), mask) or mask.members
+        key = edge_prefix + self._sizing_keys.key(*state)
+        rows = tuple(table.row_index(k) for k in self._sizing_key_chain(key, state, context, edge_prefix))
+        return self._sizing_greedy_at(_CachedGreedy(table, mask, rows, (), None, ())) or mask.members
 
     def state_levels(self, state: MetaState | SizingState) -> tuple[str, ...]:
         """A state's keys, the finest (its state key) first, then its backoff levels' keys from the finer
@@ -570,6 +635,9 @@ class ModelReplica:
             (sizing_builder.key(*sizing_args), sizing_builder.key(*next_sizing_args) if bootstrap_sizing else None)
             for sizing_builder in self._sizing_levels
         ]
+        if self._sizing_edge and sizing.state_key.startswith("E"):  # the decision's edge, as recorded
+            edge_prefix = sizing.state_key[:3]
+            sizing_rows += [(edge_prefix + key, next_key) for key, next_key in sizing_rows]
         if self._sizing_context:
             context = self._context_prefix(meta_state.regime, meta_action)
             sizing_rows += [
@@ -712,6 +780,7 @@ _META_PARTS = tuple(
     (STRATEGIES.index(a.strategy), MODELS.index(a.model), WEIGHTS.index(a.weight)) for a in META_ACTIONS
 )
 _META_BY_PARTS = {parts: a for a, parts in enumerate(_META_PARTS)}
+_EDGE_PREFIXES = ("E0|", "E1|")
 _MODEL_MASK = ActionMask.of(np.arange(len(MODELS), dtype=np.intp))
 _WEIGHT_MASK = ActionMask.of(np.arange(len(WEIGHTS), dtype=np.intp))
 
@@ -753,6 +822,21 @@ class _CachedGreedy:
         self.rows_at = len(table.keys)
         row_index = table.row_index
         return any(row_index(key) is not None for key in self.missing)
+
+
+def _shrunk_greedy(table: QTable, rows: Sequence[int], mask: ActionMask, strength: float) -> tuple[int, ...] | None:
+    """`QTable.shrunk_greedy` (rows coarsest first) on whole rows at once, in numpy: the same formula in the same
+    order of operations, so the same floats and the same greedy set (a unit test compares them); 25-40 sizes
+    per row make the per-cell loop the larger cost."""
+    if not rows:
+        return None
+    indices = mask.indices
+    q_values, visits = table.q_values, table.visits
+    values = q_values[rows[0], indices]
+    for i in rows[1:]:
+        n = visits[i, indices]
+        values = (n * q_values[i, indices] + strength * values) / (n + strength)
+    return tuple(indices[values == values.max()].tolist())
 
 
 def _keep_meta(bins: MetaBins, kept: tuple[str, ...]) -> MetaBins:

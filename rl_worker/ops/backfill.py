@@ -207,13 +207,17 @@ class LoggedPolicyReplica(ModelReplica):
         max_leverage: float | None = None,
         regime: str | None = None,
         meta_action: int | None = None,
+        edge: int | None = None,
     ) -> Decision:
         logged = self._logged(decision_id)
         if logged is not None:
             self.from_decisions += 1
             state = SizingState(**logged.state)  # type: ignore[arg-type]
             selection = Selection(logged.action_index, logged.explored, logged.propensity)
-            return Decision(state, self._sizing_keys.key(*state), selection, logged.epsilon, self.model_version)
+            key = self._sizing_keys.key(*state)
+            if self._sizing_edge and edge is not None:  # this replay's edge, as the join read it
+                key = f"E{edge}|{key}"
+            return Decision(state, key, selection, logged.epsilon, self.model_version)
         action = self._event_action(decision_id)
         decision = super().decide_sizing(
             signal_confidence,
@@ -224,6 +228,7 @@ class LoggedPolicyReplica(ModelReplica):
             max_leverage,
             regime,
             meta_action,
+            edge,
         )
         return decision._replace(selection=Selection(action, False, 1.0))
 

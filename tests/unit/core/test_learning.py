@@ -15,7 +15,7 @@ from rl_worker.core.config import CoreConfig, RewardConfig
 from rl_worker.core.market import MarketFeatures
 from rl_worker.core.outcome import MetaStateModel, Outcome
 from rl_worker.core.qlearning import QTable
-from rl_worker.core.replica import ModelReplica
+from rl_worker.core.replica import ModelReplica, _shrunk_greedy
 from rl_worker.core.rewards import risk_penalty, size_reward, volatility_adjustment
 from rl_worker.core.snapshot import decode_replica, encode_replica
 from rl_worker.core.state import MetaKeyBuilder
@@ -497,3 +497,109 @@ def test_an_apply_recomputes_the_cached_decisions_that_read_its_rows_and_only_th
     assert after == fresh_decision("after")  # a stale greedy set fails here...
     assert META_ACTIONS[after.selection.action].strategy != best  # ...as the best strategy changed
     assert recomputed == ["TREND"]
+
+
+class TestSizingShrink:
+    def test_each_size_is_read_shrunk_from_the_fine_key_towards_the_coarse_one(self) -> None:
+        config = greedy_config(sizing_shrink=True, counterfactual_sizing=False)
+        replica = ModelReplica(config)
+        table = replica.sizing_table
+        fine = replica.decide_sizing(0.6, 0.3, 0.3, "probe").state_key
+        coarse = "L0:c0e0w0v0s0"  # the default sizing backoff keeps the volatility only (0.3 -> bin 0)
+        mask = sizing_action_mask(1.0, 10.0)
+        steady, promising = mask.members[3], mask.members[12]
+        table.set_value(coarse, steady, 1.0)  # one pseudo-visit's worth of data is enough: n = 0 cells read v
+        cells = mask.members
+
+        def fine_updates(n: int) -> None:
+            for _ in range(n):  # every size learns: `steady` 0, `promising` 2
+                rewards = [2.0 if a == promising else 0.0 for a in cells]
+                table.td_update_cells(fine, cells, rewards, 0.0, 0.01, visit_step=True)
+
+        # 5 fine updates: steady (5*0 + 20*1)/25 = 0.8 beats promising (5*2 + 20*0)/25 = 0.4
+        fine_updates(5)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "a").selection.action == steady
+        # 40: steady 20/60 = 0.33, promising 80/60 = 1.33
+        fine_updates(35)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "b").selection.action == promising
+
+    def test_whole_rows_give_the_same_greedy_sizes_as_the_table_cell_by_cell(self) -> None:
+        config = CoreConfig.model_validate({"learning": {"sizing_shrink": True}})
+        replica = ModelReplica(config)
+        masks = [sizing_action_mask(1.0, 10.0), sizing_action_mask(0.6, 3.0), sizing_action_mask(0.8, 5.0)]
+        checked = 0
+        for offset, record in enumerate(make_outcomes(np.random.default_rng(12), config, 300)):
+            replica.apply(record, offset)
+            if offset % 25:
+                continue
+            table = replica.sizing_table
+            coarse = [i for i, k in enumerate(table.keys) if k.startswith("L0:")]
+            for fine in [i for i, k in enumerate(table.keys) if not k.startswith("L0:")]:
+                for rows in ([coarse[0], fine], [fine], coarse):
+                    for mask in masks:
+                        by_cell = table.shrunk_greedy(rows, mask.members, 20.0)
+                        assert _shrunk_greedy(table, rows, mask, 20.0) == by_cell
+                        checked += 1
+        assert checked > 100
+
+    def test_without_the_rule_the_finest_key_with_enough_updates_decides_alone(self) -> None:
+        config = greedy_config(counterfactual_sizing=False)
+        replica = ModelReplica(config)
+        table = replica.sizing_table
+        fine = replica.decide_sizing(0.6, 0.3, 0.3, "probe").state_key
+        mask = sizing_action_mask(1.0, 10.0)
+        steady, promising = mask.members[3], mask.members[12]
+        table.set_value("L0:c0e0w0v0s0", steady, 1.0)
+        for _ in range(5):
+            rewards = [2.0 if a == promising else 0.0 for a in mask.members]
+            table.td_update_cells(fine, mask.members, rewards, 0.0, 0.01, visit_step=True)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "a").selection.action == promising
+
+
+class TestSizingEdge:
+    def test_the_edge_is_whether_the_meta_agent_expects_the_traded_strategy_to_pay(self) -> None:
+        replica = ModelReplica(greedy_config(sizing_edge=True))
+        momentum = next(i for i, a in enumerate(META_ACTIONS) if a.strategy == "dual_momentum")
+        breakout = next(i for i, a in enumerate(META_ACTIONS) if a.strategy == "breakout")
+        assert replica.sizing_edge_of(TREND, 0.6, momentum) == 1  # nothing learnt yet
+        keys = replica._meta_keys.keys("TREND", 0.3, 0.4, 0.6, replica.winrate.winrate, replica.equity.health)
+        table = replica.meta_table
+        table.set_value("S:" + keys[-1], STRATEGIES.index("dual_momentum"), 0.5)
+        table.set_value("S:" + keys[-1], STRATEGIES.index("breakout"), -0.5)
+        assert replica.sizing_edge_of(TREND, 0.6, momentum) == 1
+        assert replica.sizing_edge_of(TREND, 0.6, breakout) == 0
+
+    def test_the_edge_is_in_the_recorded_key_and_the_coarse_rows_learn_with_and_without_it(self) -> None:
+        config = greedy_config(sizing_edge=True, counterfactual_sizing=False)
+        replica = ModelReplica(config)
+        plain = replica.decide_sizing(0.6, 0.3, 0.3, "probe").state_key
+        decision = replica.decide_sizing(0.6, 0.3, 0.3, "d", edge=0)
+        assert decision.state_key == "E0|" + plain
+        record = make_outcome(np.random.default_rng(6), config, 0)
+        record = record.model_copy(
+            update={"sizing": record.sizing.model_copy(update={"state_key": "E0|" + record.sizing.state_key})}
+        )
+        replica.apply(record)
+        coarse = replica._sizing_levels[0].key(**record.sizing.state.model_dump())  # "L0:..." (volatility only)
+        assert sorted(replica.sizing_table.keys) == sorted([record.sizing.state_key, coarse, "E0|" + coarse])
+
+    def test_a_decision_with_an_edge_reads_its_rows_first(self) -> None:
+        config = greedy_config(sizing_edge=True, counterfactual_sizing=False, backoff_visits=0.0)
+        replica = ModelReplica(config)
+        key = replica.decide_sizing(0.6, 0.3, 0.3, "probe").state_key
+        table = replica.sizing_table
+        plain_best, edge_best = sizing_action_mask(1.0, 10.0).members[2:4]
+        table.set_value(key, plain_best, 1.0)
+        table.set_value("E1|" + key, edge_best, 1.0)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "a").selection.action == plain_best  # no edge given
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "b", edge=1).selection.action == edge_best
+
+    def test_the_join_records_the_edge_and_the_replica_learns_under_it(self) -> None:
+        from rl_worker.sim.offline import run_offline_learning
+
+        config = CoreConfig.model_validate({"learning": {"sizing_edge": True}})
+        run = run_offline_learning(120, 3, config, in_flight=4)
+        assert run.replica is not None
+        keys = run.replica.sizing_table.keys
+        assert any(k.startswith("E1|c") for k in keys) and not any(k.startswith("c") for k in keys)
+        assert any(k.startswith("E0|L0:") or k.startswith("E1|L0:") for k in keys)
