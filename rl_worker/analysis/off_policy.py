@@ -504,7 +504,10 @@ def _reward_variance(
 
 def _between_variance(mean: FloatArray, variance: FloatArray, parent: npt.NDArray[np.int64], size: int) -> float:
     """tau^2 of one level by the method of moments, over the parents with two or more children with data:
-    E[sum_j (m_j - mean_P)^2] = (1 - 1/n_P) sum_j (tau^2 + v_j); nan when no parent has two."""
+    E[sum_j (m_j - mean_P)^2] = (1 - 1/n_P) sum_j (tau^2 + v_j); nan when no parent has two. 0 when every
+    parent has one child only (e.g. the arms' level of a log with one arm): the child is its parent."""
+    if np.bincount(parent, minlength=size).max(initial=0) <= 1:
+        return 0.0
     has = np.isfinite(variance)
     children = np.bincount(parent[has], minlength=size)
     centre = np.divide(np.bincount(parent[has], mean[has], size), children, out=np.zeros(size), where=children > 0)

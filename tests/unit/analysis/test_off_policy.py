@@ -4,8 +4,6 @@ level does not support the candidate, and the candidate's greedy policy as its o
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -47,8 +45,9 @@ def test_estimators_by_hand() -> None:
     # cell is its own importance-weighted mean: q(s, 0) = (1/0.5 + 5/0.5 + 3/0.25) / (2 + 2 + 4) = 3,
     # q(t, 1) = (2/1 + 4/0.5) / (1 + 2) = 10/3; DR = (3 q(s, 0) + 2 q(t, 1)) / 5
     assert report.estimates["DR"].value == pytest.approx(47 / 15)
-    # (states around the action's chosen cells; chosen cells around all of the action's): both unknown
-    assert len(report.between_state_sd) == 2 and all(math.isnan(sd) for sd in report.between_state_sd)
+    # (states around the action's chosen cells; chosen cells around all of the action's): each parent has
+    # one child here, which is its parent (nothing pooled away)
+    assert report.between_state_sd == (0.0, 0.0)
     assert report.effective_sample_size == pytest.approx(121 / 29)
     assert report.logged_value == pytest.approx(3.0)
     assert report.agreement == 1.0
@@ -83,6 +82,21 @@ def test_no_estimate_without_support() -> None:
     tolerated = estimate_off_policy(never, np.random.default_rng(0), min_cell_ess=1.0, max_unsupported_share=0.7)
     assert tolerated.estimated
     assert tolerated.estimates["DR"].value == pytest.approx(1.0)  # over the supported choices only
+
+
+def test_a_level_with_one_child_per_parent_pools_nothing_away() -> None:
+    # one arm: its level under the root has one child per parent, so it is its parent (tau 0), and a
+    # state whose chosen action was tried only elsewhere still gets the action's value over all states
+    logged, _ = pooled_bandit(0)
+    one_arm = LoggedDecisions(
+        "meta", logged.reward, logged.logged_propensity, logged.action, [f"rl|{s}" for s in logged.state],
+        logged.target_policy, [(f"rl|{g}", "rl|*") for (g,) in logged.state_levels],
+    )
+    plain = estimate_off_policy(logged, np.random.default_rng(0), n_resamples=200)
+    armed = estimate_off_policy(one_arm, np.random.default_rng(0), n_resamples=200)
+    assert armed.between_state_sd[2] == 0.0  # the arm's level (states, groups, arm, chosen)
+    # (the same but for the reward variances, pooled per arm's action there and per group's action here)
+    assert armed.estimated and armed.estimates["DR"].value == pytest.approx(plain.estimates["DR"].value, abs=0.01)
 
 
 def test_effective_sample_size() -> None:
