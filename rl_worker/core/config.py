@@ -387,6 +387,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "meta_backoff": ((), ("volatility", "market_pressure", "confidence")),
             "sizing_backoff": (("volatility",),),
             "meta_strategy_first": True,
+            "sizing_shrink": True,
+            "sizing_edge": True,
             "counterfactual_sizing": True,
         },
     },

@@ -164,6 +164,13 @@ def test_candidate_greedy_policy_is_what_its_decisions_do() -> None:
         assert sizing.selection.action in sizing_greedy
         assert sizing.selection.propensity == pytest.approx(1.0 / len(sizing_greedy))
         assert replica.state_levels(sizing.state)[0] == sizing.state_key
+        # as the join decides (the default's sizing_edge): the meta agent's edge in the key
+        edge = replica.sizing_edge_of(market, decision.state.confidence, decision.selection.action)
+        with_edge = replica.decide_sizing(*sizing.state[:2], sizing.state.volatility, f"e{i}", *limits, edge=edge)
+        assert with_edge.state_key == f"E{edge}|{sizing.state_key}"
+        edge_greedy = replica.greedy_sizing_actions(sizing.state, sizing_action_mask(*limits), edge=edge)
+        assert with_edge.selection.action in edge_greedy
+        assert with_edge.selection.propensity == pytest.approx(1.0 / len(edge_greedy))
         sizing_seen.add(len(sizing_greedy))
     assert 1 in meta_seen and 1 in sizing_seen  # it did learn something: single greedy actions
 
