@@ -201,20 +201,27 @@ class QTable:
         with n the updates of cell (r, a) (ModelReplica's backoff of strategy values)."""
         if not rows:
             return None
-        q_view, visits_view, n_actions = self._q_view, self._visits_view, self.n_actions
-        first, rest = rows[0] * n_actions, [r * n_actions for r in rows[1:]]
+        shrunk_value = self.shrunk_value
         best = -math.inf
         greedy: tuple[int, ...] = ()
         for a in actions:
-            value = q_view[first + a]
-            for base in rest:
-                n = visits_view[base + a]
-                value = (n * q_view[base + a] + strength * value) / (n + strength)
+            value = shrunk_value(rows, a, strength)
             if value > best:
                 best, greedy = value, (a,)
             elif value == best:
                 greedy = (*greedy, a)
         return greedy
+
+    def shrunk_value(self, rows: Sequence[int], action: int, strength: float) -> float:
+        """One action's value shrunk along `rows` (coarsest first, at least one): the formula of
+        `shrunk_greedy`."""
+        q_view, visits_view, n_actions = self._q_view, self._visits_view, self.n_actions
+        value = q_view[rows[0] * n_actions + action]
+        for r in rows[1:]:
+            cell = r * n_actions + action
+            n = visits_view[cell]
+            value = (n * q_view[cell] + strength * value) / (n + strength)
+        return value
 
     def next_max(self, next_state_key: str | None, next_mask: ActionMask) -> float:
         """max_a' Q(s', a') over the allowed actions; 0.0 for a terminal transition or a state never updated."""

@@ -378,10 +378,8 @@ class ModelReplica:
         winrate = self.winrate.winrate
         slope = self.equity.slope
         key = self._sizing_keys.key(signal_confidence, portfolio_exposure, winrate, volatility, slope)
-        edge_prefix = ""
-        if self._sizing_edge and edge is not None:
-            edge_prefix = _EDGE_PREFIXES[edge]
-            key = edge_prefix + key
+        edge_prefix = self._edge_prefix(edge)
+        key = edge_prefix + key
         limits = (max_size_multiplier, max_leverage)
         mask = self._sizing_masks.get(limits)
         if mask is None:
@@ -441,13 +439,12 @@ class ModelReplica:
         rows = [i for i in (row_index("S:" + key) for key in reversed(keys)) if i is not None]
         if not rows:
             return 1
-        strategy = _META_PARTS[meta_action][0]
-        q_values, visits, strength = table.q_values, table.visits, self._backoff_strength
-        value = float(q_values[rows[0], strategy])
-        for i in rows[1:]:
-            n = int(visits[i, strategy])
-            value = (n * float(q_values[i, strategy]) + strength * value) / (n + strength)
+        value = table.shrunk_value(rows, _META_PARTS[meta_action][0], self._backoff_strength)
         return 1 if value > 0.0 else 0
+
+    def _edge_prefix(self, edge: int | None) -> str:
+        """The sizing key's prefix for the meta agent's edge ('E0|' / 'E1|'; '' without the rule or an edge)."""
+        return _EDGE_PREFIXES[edge] if self._sizing_edge and edge is not None else ""
 
     def _sizing_key_chain(self, key: str, state: SizingState, context: str, edge_prefix: str = "") -> list[str]:
         """The keys a sizing decision reads, in order: the fine key (with its edge prefix, if any), then its
@@ -480,7 +477,7 @@ class ModelReplica:
         context = ""
         if self._sizing_context and regime is not None and meta_action is not None:
             context = self._context_prefix(regime, meta_action)
-        edge_prefix = _EDGE_PREFIXES[edge] if self._sizing_edge and edge is not None else ""
+        edge_prefix = self._edge_prefix(edge)
         table = self.sizing_table
         key = edge_prefix + self._sizing_keys.key(*state)
         rows = tuple(table.row_index(k) for k in self._sizing_key_chain(key, state, context, edge_prefix))

@@ -214,9 +214,7 @@ class LoggedPolicyReplica(ModelReplica):
             self.from_decisions += 1
             state = SizingState(**logged.state)  # type: ignore[arg-type]
             selection = Selection(logged.action_index, logged.explored, logged.propensity)
-            key = self._sizing_keys.key(*state)
-            if self._sizing_edge and edge is not None:  # this replay's edge, as the join read it
-                key = f"E{edge}|{key}"
+            key = self._edge_prefix(edge) + self._sizing_keys.key(*state)  # this replay's edge, as the join read it
             return Decision(state, key, selection, logged.epsilon, self.model_version)
         action = self._event_action(decision_id)
         decision = super().decide_sizing(
