@@ -186,6 +186,17 @@ def _share(rows: list[dict[str, Any]], test: Any) -> tuple[int, int]:
     return sum(bool(test(r)) for r in rows), len(rows)
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a share in [0, 1] (a bad one is a usage error, exit 2, before any run)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--control-share",
-        type=float,
+        type=_fraction,
         default=0.5,
         help="with --uniform-logs: the uniform control arm's share (1: apprentice mode with a uniform baseline)",
     )
