@@ -427,7 +427,11 @@ class PositionJoiner:
         arm = self.arm_of(position_id) if (row.meta is None or row.sizing is None) else ""
         control = arm == self.control_policy and arm != self.policy
         if signal is not None and row.meta is None:
-            decision = self.replica.decide_meta(signal.market, signal.confidence, f"{position_id}:meta")
+            stack = None
+            own = signal.own
+            if own is not None and self.replica.config.learning.meta_stack_margin and None not in own:
+                stack = meta_action_of(own[0], own[1], own[2])  # the stack's own choice: the agent's default
+            decision = self.replica.decide_meta(signal.market, signal.confidence, f"{position_id}:meta", stack)
             source = None
             if control:
                 own = signal.own or [None, None, None]

@@ -142,6 +142,19 @@ class LearningRules(_Frozen):
         "from the finest key towards the coarser ones, as the strategy values, instead of from the finest key "
         "with backoff_visits updates per action",
     )
+    meta_stack_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="with meta_strategy_first: when the signal carries the stack's own choice (strategy, model, "
+        "weight), a greedy decision keeps the stack's strategy unless another strategy's shrunk value beats it by "
+        "more than this many standard errors of the difference (the reward spread per regime from rows "
+        "'V:<coarsest key>', learnt only with this rule); 0: off (the stack's choice is not read)",
+    )
+    meta_stack_action: bool = Field(
+        default=False,
+        description="with meta_stack_margin: within the stack's strategy, also keep the stack's model and weight "
+        "unless another action's value beats it by the margin",
+    )
     sizing_shrink: bool = Field(
         default=False,
         description="with backoff: a sizing decision reads every allowed size's value shrunk from the finest key "
@@ -372,6 +385,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "meta_factored": False,
             "sizing_context": (),
             "meta_shrink": False,
+            "meta_stack_margin": 0.0,
+            "meta_stack_action": False,
             "sizing_shrink": False,
             "sizing_edge": False,
             "counterfactual_sizing": False,

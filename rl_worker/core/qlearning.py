@@ -223,6 +223,26 @@ class QTable:
             value = (n * q_view[cell] + strength * value) / (n + strength)
         return value
 
+    def shrunk_value_spread(self, rows: Sequence[int], action: int, strength: float) -> tuple[float, float]:
+        """`shrunk_value` and its sampling variance in units of one reward's variance (rows coarsest first):
+
+            u = 1 / n  at the coarsest row (1 for a cell never updated),
+            u = (n + strength^2 * u) / (n + strength)^2  for each next row
+
+        (each cell the mean of its n rewards, the coarser estimate independent of it)."""
+        q_view, visits_view, n_actions = self._q_view, self._visits_view, self.n_actions
+        cell = rows[0] * n_actions + action
+        value = q_view[cell]
+        n = visits_view[cell]
+        spread = 1.0 / n if n > 0 else 1.0
+        for r in rows[1:]:
+            cell = r * n_actions + action
+            n = visits_view[cell]
+            total = n + strength
+            value = (n * q_view[cell] + strength * value) / total
+            spread = (n + strength * strength * spread) / (total * total)
+        return value, spread
+
     def next_max(self, next_state_key: str | None, next_mask: ActionMask) -> float:
         """max_a' Q(s', a') over the allowed actions; 0.0 for a terminal transition or a state never updated."""
         if next_state_key is None:

@@ -46,6 +46,7 @@ Besides the seed's TD rule on the state key of each decision, the configuration'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -190,9 +191,12 @@ class ModelReplica:
         self._sizing_epsilon_at: tuple[int, float] = (-1, 0.0)
         # Decision caches: per fine state (and mask), the greedy set and the rows it reads (see decide_meta).
         self._meta_greedy: dict[tuple[str, ...], _CachedGreedy] = {}
+        self._meta_greedy_stack: dict[tuple[tuple[str, ...], int], _CachedGreedy] = {}
         self._sizing_greedy: dict[tuple[str, ActionMask, str], _CachedGreedy] = {}
         self._sizing_context = rules.sizing_context
         self._meta_shrink = rules.meta_shrink
+        self._stack_margin = rules.meta_stack_margin if rules.meta_strategy_first else 0.0
+        self._stack_action = rules.meta_stack_action
         self._sizing_edge = rules.sizing_edge and rules.meta_strategy_first
         self._sizing_shrink = rules.sizing_shrink and rules.backoff_visits > 0
         self._sizing_masks: dict[tuple[float | None, float | None], ActionMask] = {}
@@ -242,8 +246,14 @@ class ModelReplica:
         """The meta agent's epsilon (see `sizing_epsilon` for the other)."""
         return self.meta_epsilon
 
-    def decide_meta(self, market: MarketFeatures, confidence: float, decision_id: str) -> Decision:
+    def decide_meta(
+        self, market: MarketFeatures, confidence: float, decision_id: str, stack: int | None = None
+    ) -> Decision:
         """Meta action (strategy, model, weight) for a signal, inside the regime mask.
+
+        `stack`: the stack's own meta action carried by the signal, if any; with the rule
+        `meta_stack_margin` the greedy choice keeps its strategy unless the evidence says another pays
+        more (see `_stack_strategies`); without the rule it is not read.
 
         The greedy set of a fine state (read through its backoff levels and strategy rows) is cached
         with the rows it reads, resolved once: while none of those rows changes (an apply writes only
@@ -256,9 +266,17 @@ class ModelReplica:
         volatility, pressure = market.volatility, market.market_pressure
         keys = self._meta_keys.keys(regime, volatility, pressure, confidence, winrate, health)  # finest first
         table = self.meta_table
-        cached = self._meta_greedy.get(keys)
+        if stack is None or not self._stack_margin:
+            stack = None
+            cached = self._meta_greedy.get(keys)
+        else:
+            cached = self._meta_greedy_stack.get((keys, stack))
         if cached is None or cached.table is not table or (cached.rows_at != len(table.keys) and cached.gained_rows()):
-            cached = self._meta_greedy[keys] = self._meta_cached(table, keys, regime)
+            cached = self._meta_cached(table, keys, regime, stack)
+            if stack is None:
+                self._meta_greedy[keys] = cached
+            else:
+                self._meta_greedy_stack[(keys, stack)] = cached
         elif cached.version != table.version:
             reads = cached.reads
             if reads is None:
@@ -272,11 +290,32 @@ class ModelReplica:
         state = MetaState(regime, volatility, pressure, confidence, winrate, health)
         return Decision(state, keys[0], selection, epsilon, self.log_offset + 1)
 
-    def _meta_cached(self, table: QTable, keys: tuple[str, ...], regime: str) -> _CachedGreedy:
+    def _meta_cached(
+        self, table: QTable, keys: tuple[str, ...], regime: str, stack: int | None = None
+    ) -> _CachedGreedy:
         """A fine state's cache entry: its rows resolved (plain keys finest first, strategy rows coarsest
-        first) and its greedy set read from them."""
+        first, with a stack action the reward spread row) and its greedy set read from them."""
         mask = self._meta_masks[regime]
-        if self._factored:  # reads rows per strategy: recomputed after any write
+        if stack is not None and self._stack_margin and not self._factored and stack in mask.allowed:
+            row_index = table.row_index
+            rows = tuple(row_index(key) for key in keys)
+            strategy_keys = tuple("S:" + key for key in reversed(keys))
+            strategy_rows = tuple(row_index(key) for key in strategy_keys)
+            spread_key = _SPREAD_PREFIX + keys[-1]
+            spread_row = row_index(spread_key)
+            every = (*keys, *strategy_keys, spread_key)
+            every_row = (*rows, *strategy_rows, spread_row)
+            cached = _CachedGreedy(
+                table,
+                mask,
+                rows,
+                tuple(i for i in strategy_rows if i is not None),
+                tuple(i for i in every_row if i is not None),
+                tuple(k for k, i in zip(every, every_row, strict=True) if i is None),
+            )
+            cached.stack, cached.spread_row = stack, spread_row
+            cached.greedy = self._meta_greedy_at(cached, regime)
+        elif self._factored:  # reads rows per strategy: recomputed after any write
             cached = _CachedGreedy(table, mask, (), (), None, ())
             cached.greedy = self._factored_greedy(table, keys, regime)
         else:
@@ -307,6 +346,9 @@ class ModelReplica:
             strategies = table.shrunk_greedy(
                 cached.strategy_rows, self._strategy_masks[regime].members, self._backoff_strength
             )
+            stack = cached.stack
+            if stack is not None:
+                strategies = self._stack_strategies(table, cached, strategies, stack)
             submask = self._strategy_submasks.get((regime, strategies))
             if submask is None:
                 submask = self._strategy_submask(regime, strategies)
@@ -314,9 +356,71 @@ class ModelReplica:
                 coarsest_first = [i for i in reversed(cached.rows) if i is not None]
                 return _shrunk_greedy(table, coarsest_first, submask, self._backoff_strength) or submask.members
             by = table.first_row_with(cached.rows, per_action * len(submask))
-            return table.greedy_at(by, submask) or submask.members
+            greedy = table.greedy_at(by, submask) or submask.members
+            if stack is not None and self._stack_action and stack in submask.allowed:
+                greedy = (stack,) if by is None else self._stack_within(table, cached, by, greedy, stack)
+            return greedy
         mask = cached.mask
         return table.greedy_at(table.first_row_with(cached.rows, per_action * len(mask)), mask)
+
+    def _stack_strategies(
+        self, table: QTable, cached: _CachedGreedy, strategies: tuple[int, ...] | None, stack: int
+    ) -> tuple[int, ...]:
+        """The greedy strategies with the stack's choice as the default (rule `meta_stack_margin`): the stack's
+        strategy s0 unless the best strategy s* beats it by the margin, z standard errors of the difference,
+
+            v(s*) - v(s0) > z * sigma * sqrt(u(s*) + u(s0))
+
+        with v the values shrunk across the backoff levels (as `_greedy_strategies`), u their sampling variance
+        in units of one reward's (`QTable.shrunk_value_spread`) and sigma^2 the reward variance pooled over the
+        strategies of the coarsest key (`_reward_variance`). A fine state seen rarely keeps the stack's choice
+        unless its coarser states' evidence says otherwise; where the stack's rule is wrong (a coarse key's
+        many positions say so) the agent still deviates."""
+        s0 = _META_PARTS[stack][0]
+        if strategies is None or s0 in strategies:  # nothing learnt yet, or a tie: the stack's
+            return (s0,)
+        variance = self._reward_variance(table, cached.spread_row)
+        if variance is None:
+            return (s0,)
+        rows, strength = cached.strategy_rows, self._backoff_strength
+        best, best_spread = table.shrunk_value_spread(rows, strategies[0], strength)
+        value, spread = table.shrunk_value_spread(rows, s0, strength)
+        if best - value > self._stack_margin * math.sqrt(variance * (best_spread + spread)):
+            return strategies
+        return (s0,)
+
+    def _stack_within(
+        self, table: QTable, cached: _CachedGreedy, row: int, greedy: tuple[int, ...], stack: int
+    ) -> tuple[int, ...]:
+        """Within the stack's strategy, the stack's action unless the best action of `row` beats it by the
+        margin (rule `meta_stack_action`; each cell the mean of its rewards, as in `_stack_strategies`)."""
+        if stack in greedy:
+            return (stack,)
+        variance = self._reward_variance(table, cached.spread_row)
+        if variance is None:
+            return (stack,)
+        best, best_spread = table.shrunk_value_spread((row,), greedy[0], 1.0)
+        value, spread = table.shrunk_value_spread((row,), stack, 1.0)
+        if best - value > self._stack_margin * math.sqrt(variance * (best_spread + spread)):
+            return greedy
+        return (stack,)
+
+    @staticmethod
+    def _reward_variance(table: QTable, spread_row: int | None) -> float | None:
+        """The meta reward's variance within the strategies of one coarsest key, pooled (row 'V:<key>': per
+        strategy s the running mean of the reward in cell 2s and of its square in cell 2s+1); None before
+        two updates."""
+        if spread_row is None:
+            return None
+        q_values, visits = table.q_values[spread_row], table.visits[spread_row]
+        total = weighted = 0.0
+        for s in range(len(STRATEGIES)):
+            n = float(visits[2 * s])
+            if n:
+                mean = float(q_values[2 * s])
+                total += n
+                weighted += n * max(float(q_values[2 * s + 1]) - mean * mean, 0.0)
+        return weighted / total if total >= 2.0 else None
 
     def _factored_greedy(self, table: QTable, keys: tuple[str, ...], regime: str) -> tuple[int, ...] | None:
         """Strategy, then within each best strategy its best models and weights (each value shrunk as the
@@ -458,10 +562,11 @@ class ModelReplica:
                 keys = [context + k for k in keys] + keys
         return keys
 
-    def greedy_meta_actions(self, state: MetaState) -> tuple[int, ...]:
+    def greedy_meta_actions(self, state: MetaState, stack: int | None = None) -> tuple[int, ...]:
         """The meta actions `decide_meta` chooses among when it does not explore, in a (logged) state:
-        the candidate's greedy policy for off-policy evaluation (every allowed action before any update)."""
-        cached = self._meta_cached(self.meta_table, self._meta_keys.keys(*state), state.regime)
+        the candidate's greedy policy for off-policy evaluation (every allowed action before any update);
+        `stack` as in decide_meta."""
+        cached = self._meta_cached(self.meta_table, self._meta_keys.keys(*state), state.regime, stack)
         return cached.greedy or cached.mask.members
 
     def greedy_sizing_actions(
@@ -617,6 +722,13 @@ class ModelReplica:
                     meta_table.td_update(
                         row_key, cell, r_meta, next_strategy_key, next_strategy_mask, meta_alpha, meta_gamma, visit_step
                     )
+        if self._stack_margin:  # the reward's running mean and mean square per strategy, at the coarsest key
+            spread_key = _SPREAD_PREFIX + meta_keys[1 if len(meta_keys) > 1 else 0][0]  # the coarsest key
+            cell = 2 * STRATEGIES.index(META_ACTIONS[meta_action].strategy)
+            meta_table.td_update(spread_key, cell, r_meta, None, next_meta_mask, meta_alpha, 0.0, visit_step)
+            meta_table.td_update(
+                spread_key, cell + 1, r_meta * r_meta, None, next_meta_mask, meta_alpha, 0.0, visit_step
+            )
         next_sizing_mask = self._sizing_next_mask
         sizing_args = (
             sizing_state.signal_confidence,
@@ -721,6 +833,7 @@ class ModelReplica:
         """Replace the learned state (a restored checkpoint); the configuration stays this replica's."""
         self.meta_table, self.sizing_table = state.meta_table, state.sizing_table
         self._meta_greedy.clear()
+        self._meta_greedy_stack.clear()
         self._sizing_greedy.clear()
         self.winrate, self.equity, self.recent_pnl = state.winrate, state.equity, state.recent_pnl
         self.episodes, self.applied = state.episodes, state.applied
@@ -778,6 +891,7 @@ _META_PARTS = tuple(
 )
 _META_BY_PARTS = {parts: a for a, parts in enumerate(_META_PARTS)}
 _EDGE_PREFIXES = ("E0|", "E1|")
+_SPREAD_PREFIX = "V:"  # rule meta_stack_margin: the meta reward's running moments per strategy
 _MODEL_MASK = ActionMask.of(np.arange(len(MODELS), dtype=np.intp))
 _WEIGHT_MASK = ActionMask.of(np.arange(len(WEIGHTS), dtype=np.intp))
 
@@ -792,7 +906,10 @@ class _CachedGreedy:
     row count moved past `rows_at`).
     """
 
-    __slots__ = ("greedy", "mask", "missing", "reads", "rows", "rows_at", "strategy_rows", "table", "version")
+    __slots__ = (
+        "greedy", "mask", "missing", "reads", "rows", "rows_at", "spread_row", "stack", "strategy_rows", "table",
+        "version",
+    )
 
     def __init__(
         self,
@@ -812,6 +929,8 @@ class _CachedGreedy:
         self.rows_at = len(table.keys)
         self.version = -1
         self.greedy: tuple[int, ...] | None = None
+        self.stack: int | None = None  # the stack's action the greedy set defers to (rule meta_stack_margin)
+        self.spread_row: int | None = None
 
     def gained_rows(self) -> bool:
         """Whether one of the keys that had no row has one now."""

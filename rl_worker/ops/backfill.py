@@ -186,7 +186,9 @@ class LoggedPolicyReplica(ModelReplica):
         self.from_events += 1
         return action
 
-    def decide_meta(self, market: MarketFeatures, confidence: float, decision_id: str) -> Decision:
+    def decide_meta(
+        self, market: MarketFeatures, confidence: float, decision_id: str, stack: int | None = None
+    ) -> Decision:
         logged = self._logged(decision_id)
         if logged is not None:
             self.from_decisions += 1
@@ -194,7 +196,7 @@ class LoggedPolicyReplica(ModelReplica):
             selection = Selection(logged.action_index, logged.explored, logged.propensity)
             return Decision(state, self._meta_keys.key(*state), selection, logged.epsilon, self.model_version)
         action = self._event_action(decision_id)
-        decision = super().decide_meta(market, confidence, decision_id)
+        decision = super().decide_meta(market, confidence, decision_id, stack)
         return decision._replace(selection=Selection(action, False, 1.0))
 
     def decide_sizing(

@@ -608,3 +608,102 @@ class TestSizingEdge:
         keys = run.replica.sizing_table.keys
         assert any(k.startswith("E1|c") for k in keys) and not any(k.startswith("c") for k in keys)
         assert any(k.startswith("E0|L0:") or k.startswith("E1|L0:") for k in keys)
+
+
+class TestStackMargin:
+    """Rule `meta_stack_margin`: the stack's own meta action (carried by the signal) is the greedy default."""
+
+    MOMENTUM = [i for i, a in enumerate(META_ACTIONS) if a.strategy == "dual_momentum"]
+    BREAKOUT = [i for i, a in enumerate(META_ACTIONS) if a.strategy == "breakout"]
+
+    def _replica_with(self, gap: float, visits: int, margin: float = 1.0) -> tuple[ModelReplica, int]:
+        """A replica (no backoff) whose breakout value beats momentum by `gap`, each from `visits` rewards of
+        variance 1; returns it with the stack's action (momentum, xgb, 0.5)."""
+        replica = ModelReplica(greedy_config(backoff_visits=0.0, meta_stack_margin=margin))
+        key = replica.decide_meta(TREND, 0.6, "probe").state_key
+        table = replica.meta_table
+        for _ in range(visits):  # each cell the mean of `visits` rewards: set_value does not count visits
+            table.td_update("S:" + key, 0, 0.0, None, ALL, 0.01, 0.0, visit_step=True)
+            table.td_update("S:" + key, 2, gap, None, ALL, 0.01, 0.0, visit_step=True)
+        for cell, value in ((0, 0.0), (1, 1.0), (4, gap), (5, gap * gap + 1.0)):  # mean, mean square: variance 1
+            table.td_update("V:" + key, cell, value, None, ALL, 0.01, 0.0, visit_step=True)
+        table.set_value(key, self.BREAKOUT[5], 1.0)
+        stack = next(i for i in self.MOMENTUM if META_ACTIONS[i].model == "xgb" and META_ACTIONS[i].weight == 0.5)
+        return replica, stack
+
+    def test_keeps_the_stack_strategy_unless_another_beats_it_by_the_margin(self) -> None:
+        # standard error of the difference with 4 rewards each and variance 1: sqrt(1/4 + 1/4) = 0.71
+        replica, stack = self._replica_with(gap=0.5, visits=4)
+        assert replica.decide_meta(TREND, 0.6, "a").selection.action == self.BREAKOUT[5]  # no stack choice
+        assert META_ACTIONS[replica.decide_meta(TREND, 0.6, "b", stack).selection.action].strategy == "dual_momentum"
+        replica, stack = self._replica_with(gap=0.5, visits=16)  # 0.35: the gap is evidence now
+        assert replica.decide_meta(TREND, 0.6, "c", stack).selection.action == self.BREAKOUT[5]
+        replica, stack = self._replica_with(gap=0.5, visits=16, margin=2.0)  # 2 x 0.35 > 0.5
+        assert META_ACTIONS[replica.decide_meta(TREND, 0.6, "d", stack).selection.action].strategy == "dual_momentum"
+
+    def test_without_the_rule_the_stack_choice_is_not_read(self) -> None:
+        replica, stack = self._replica_with(gap=0.5, visits=4)
+        plain = ModelReplica(greedy_config(backoff_visits=0.0))
+        plain.meta_table = replica.meta_table
+        assert plain.decide_meta(TREND, 0.6, "a", stack).selection.action == self.BREAKOUT[5]
+
+    def test_within_the_stack_strategy_the_stack_action_with_meta_stack_action(self) -> None:
+        replica = ModelReplica(greedy_config(backoff_visits=0.0, meta_stack_margin=1.0, meta_stack_action=True))
+        key = replica.decide_meta(TREND, 0.6, "probe").state_key
+        table = replica.meta_table
+        table.td_update("S:" + key, 0, 1.0, None, ALL, 0.01, 0.0, visit_step=True)
+        for cell, value in ((0, 0.0), (1, 1.0), (0, 2.0), (1, 5.0)):
+            table.td_update("V:" + key, cell, value, None, ALL, 0.01, 0.0, visit_step=True)
+        stack, other = self.MOMENTUM[0], self.MOMENTUM[7]
+        table.td_update(key, other, 0.3, None, ALL, 0.01, 0.0, visit_step=True)  # one reward: not evidence
+        assert replica.decide_meta(TREND, 0.6, "a").selection.action == other
+        assert replica.decide_meta(TREND, 0.6, "b", stack).selection.action == stack
+
+    def test_the_replica_learns_the_reward_moments_at_the_coarsest_key_only_with_the_rule(self) -> None:
+        records = make_outcomes(np.random.default_rng(8), greedy_config(), 40)
+        for margin in (0.0, 1.0):
+            replica = ModelReplica(greedy_config(meta_stack_margin=margin, counterfactual_sizing=False))
+            rewards = [replica.apply(record) for record in records]
+            spread_rows = [k for k in replica.meta_table.keys if k.startswith("V:")]
+            if not margin:
+                assert spread_rows == []
+                continue
+            assert sorted(spread_rows) == sorted({"V:L0:" + r.meta.state.regime + "|v0p0c0w0h0" for r in records})
+            record, applied = records[0], rewards[0]
+            assert applied is not None
+            row = replica.meta_table.row("V:L0:" + record.meta.state.regime + "|v0p0c0w0h0")
+            assert row is not None
+            same = [
+                a.meta_reward
+                for r, a in zip(records, rewards, strict=True)
+                if a is not None
+                and r.meta.state.regime == record.meta.state.regime
+                and META_ACTIONS[r.meta.action_index].strategy == META_ACTIONS[record.meta.action_index].strategy
+            ]
+            cell = 2 * STRATEGIES.index(META_ACTIONS[record.meta.action_index].strategy)
+            assert row[cell] == pytest.approx(np.mean(same))
+            assert row[cell + 1] == pytest.approx(np.mean(np.square(same)))
+
+    def test_the_join_passes_the_signals_stack_choice(self) -> None:
+        from rl_worker.sim.market import _NATIVE_STRATEGY
+        from rl_worker.sim.offline import run_offline_learning
+
+        def strategies_off_the_stack(margin: float) -> int:
+            run = run_offline_learning(300, 3, greedy_config(meta_stack_margin=margin), in_flight=4)
+            return sum(s.strategy != _NATIVE_STRATEGY[s.detected_regime] for s in run.scored)
+
+        assert strategies_off_the_stack(1e9) == 0  # no evidence beats a margin of 1e9 standard errors
+        assert strategies_off_the_stack(0.0) > 0
+
+
+def test_the_shrunk_value_spread_is_the_shrunk_value_and_its_variance() -> None:
+    table = QTable(2)
+    for reward in (1.0, 3.0):
+        table.td_update("coarse", 0, reward, None, ALL, 0.01, 0.0, visit_step=True)
+    for reward in (0.0, 0.0, 0.0):
+        table.td_update("fine", 0, reward, None, ALL, 0.01, 0.0, visit_step=True)
+    rows = [table.row_index("coarse"), table.row_index("fine")]
+    value, spread = table.shrunk_value_spread(rows, 0, 2.0)  # type: ignore[arg-type]
+    assert value == table.shrunk_value(rows, 0, 2.0) == pytest.approx(2.0 * 2.0 / 5.0)  # type: ignore[arg-type]
+    assert spread == pytest.approx((3 + 4 * 0.5) / 25)
+    assert table.shrunk_value_spread(rows, 1, 2.0)[1] == pytest.approx(4.0 / 4.0)  # type: ignore[arg-type]
