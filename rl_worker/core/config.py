@@ -168,11 +168,26 @@ class LearningRules(_Frozen):
         "above 0: 'E1|<key>', else 'E0|<key>'), read when the sizing decision is made and recorded in its "
         "state key; the coarser sizing keys are learnt with and without it",
     )
+    sizing_edge_levels: tuple[float, ...] = Field(
+        default=(),
+        description="with sizing_edge: more edge levels than the one bit. The traded strategy's value is read in "
+        "units of the spread of recent pnl (the sharpe signal's spread, max(std, sharpe_floor)); the edge is how "
+        "many of the thresholds 0 and these exceed ('E0|' ... 'E<n>|'; at most 9 thresholds in all). () is the "
+        "one bit: above 0 or not",
+    )
     counterfactual_sizing: bool = Field(
         default=False,
         description="also update every other sizing action within the configured limits with the reward it would "
         "have earned on the same price path (pnl and drawdown scale with exposure; see core.replica)",
     )
+
+    @field_validator("sizing_edge_levels")
+    @classmethod
+    def _edge_levels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        thresholds = sorted((0.0, *value))
+        if len(thresholds) > 9 or any(b <= a for a, b in itertools.pairwise(thresholds)):
+            raise ValueError(f"sizing_edge_levels: at most 8 distinct thresholds other than 0, got {value}")
+        return value
 
 
 class MetaBins(_Frozen):

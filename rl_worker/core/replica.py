@@ -32,7 +32,9 @@ Besides the seed's TD rule on the state key of each decision, the configuration'
   strategy in the signal's state; the sizing key becomes `E1|<key>` if it is above 0, else
   `E0|<key>`. The bit is recorded in the decision's state key, so `apply` reads it from the log
   (the replica stays a function of the log), and the coarser sizing rows are learnt with and
-  without it;
+  without it. With `sizing_edge_levels` the edge has more levels, `E0|` ... `E<n>|`: how many of the
+  thresholds 0 and the levels the value exceeds, in units of the recent pnl spread (the sharpe
+  signal's, replica state already: no new state, and scale-free);
 - counterfactual sizing updates (`counterfactual_sizing`): a closed position's pnl and drawdown
   say what every other size multiplier and leverage would have earned on the same price path,
   so every sizing action within the configured limits is updated with its own reward, the chosen
@@ -47,6 +49,7 @@ Besides the seed's TD rule on the state key of each decision, the configuration'
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -79,6 +82,7 @@ from rl_worker.core.qlearning import (
 from rl_worker.core.rewards import (
     _MAX_EXPOSURE,
     meta_reward,
+    pnl_spread,
     regime_alignment,
     risk_penalty,
     sharpe_signal,
@@ -198,6 +202,9 @@ class ModelReplica:
         self._stack_margin = rules.meta_stack_margin if rules.meta_strategy_first else 0.0
         self._stack_action = rules.meta_stack_action
         self._sizing_edge = rules.sizing_edge and rules.meta_strategy_first
+        # edge thresholds in units of the recent pnl spread (sizing_edge_levels); (0.0,) is the one bit
+        self._edge_thresholds = tuple(sorted((0.0, *rules.sizing_edge_levels)))
+        self._edge_spread_at: tuple[int, float] = (-1, 1.0)  # (n_updates, spread), cached per update
         self._sizing_shrink = rules.sizing_shrink and rules.backoff_visits > 0
         self._sizing_masks: dict[tuple[float | None, float | None], ActionMask] = {}
         self._context_prefixes: dict[tuple[str, int], str] = {}
@@ -530,9 +537,11 @@ class ModelReplica:
     def sizing_edge_of(self, market: MarketFeatures, confidence: float, meta_action: int) -> int:
         """1 if the meta agent's value of the traded action's strategy in this signal's state (shrunk from
         the coarsest key to the finest, as for the strategy choice) is above 0, else 0; 1 before any update.
+        With `sizing_edge_levels`: how many of the thresholds (0 and the levels, in units of the recent pnl
+        spread of the sharpe signal) the value exceeds; before any update, as a value just above 0.
 
         The sizing agent's best size depends most on the traded action's edge, which its own five features
-        do not see; this is the meta agent's estimate of it, in one bit (rule `sizing_edge`).
+        do not see; this is the meta agent's estimate of it, in one bit or a few levels (rule `sizing_edge`).
         """
         keys = self._meta_keys.keys(
             market.regime, market.volatility, market.market_pressure, confidence, self.winrate.winrate,
@@ -541,10 +550,17 @@ class ModelReplica:
         table = self.meta_table
         row_index = table.row_index
         rows = [i for i in (row_index("S:" + key) for key in reversed(keys)) if i is not None]
+        thresholds = self._edge_thresholds
         if not rows:
-            return 1
+            return bisect_left(thresholds, 0.0) + 1  # as for a value just above 0
         value = table.shrunk_value(rows, _META_PARTS[meta_action][0], self._backoff_strength)
-        return 1 if value > 0.0 else 0
+        if len(thresholds) == 1:
+            return 1 if value > 0.0 else 0
+        n_updates, spread = self._edge_spread_at
+        if n_updates != self.n_updates:
+            spread = pnl_spread(self.recent_pnl, self.config.reward.sharpe_floor)
+            self._edge_spread_at = (self.n_updates, spread)
+        return bisect_left(thresholds, value / spread)  # how many thresholds the value exceeds
 
     def _edge_prefix(self, edge: int | None) -> str:
         """The sizing key's prefix for the meta agent's edge ('E0|' / 'E1|'; '' without the rule or an edge)."""
@@ -836,6 +852,7 @@ class ModelReplica:
         self._meta_greedy_stack.clear()
         self._sizing_greedy.clear()
         self.winrate, self.equity, self.recent_pnl = state.winrate, state.equity, state.recent_pnl
+        self._edge_spread_at = (-1, 1.0)
         self.episodes, self.applied = state.episodes, state.applied
         self.n_updates, self.log_offset = state.n_updates, state.log_offset
         self.meta_reward_total, self.size_reward_total = state.meta_reward_total, state.size_reward_total
@@ -890,7 +907,7 @@ _META_PARTS = tuple(
     (STRATEGIES.index(a.strategy), MODELS.index(a.model), WEIGHTS.index(a.weight)) for a in META_ACTIONS
 )
 _META_BY_PARTS = {parts: a for a, parts in enumerate(_META_PARTS)}
-_EDGE_PREFIXES = ("E0|", "E1|")
+_EDGE_PREFIXES = tuple(f"E{edge}|" for edge in range(10))
 _SPREAD_PREFIX = "V:"  # rule meta_stack_margin: the meta reward's running moments per strategy
 _MODEL_MASK = ActionMask.of(np.arange(len(MODELS), dtype=np.intp))
 _WEIGHT_MASK = ActionMask.of(np.arange(len(WEIGHTS), dtype=np.intp))

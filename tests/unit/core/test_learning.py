@@ -707,3 +707,66 @@ def test_the_shrunk_value_spread_is_the_shrunk_value_and_its_variance() -> None:
     assert value == table.shrunk_value(rows, 0, 2.0) == pytest.approx(2.0 * 2.0 / 5.0)  # type: ignore[arg-type]
     assert spread == pytest.approx((3 + 4 * 0.5) / 25)
     assert table.shrunk_value_spread(rows, 1, 2.0)[1] == pytest.approx(4.0 / 4.0)  # type: ignore[arg-type]
+
+
+class TestSizingEdgeLevels:
+    """`sizing_edge_levels`: the meta agent's value of the traded strategy in units of the recent pnl spread."""
+
+    def _momentum_at(self, replica: ModelReplica, value: float) -> int:
+        keys = replica._meta_keys.keys("TREND", 0.3, 0.4, 0.6, replica.winrate.winrate, replica.equity.health)
+        replica.meta_table.set_value("S:" + keys[-1], STRATEGIES.index("dual_momentum"), value)
+        return next(i for i, a in enumerate(META_ACTIONS) if a.strategy == "dual_momentum")
+
+    def test_the_edge_counts_the_thresholds_the_value_exceeds(self) -> None:
+        replica = ModelReplica(greedy_config(sizing_edge=True, sizing_edge_levels=(-0.2, 0.3)))
+        momentum = next(i for i, a in enumerate(META_ACTIONS) if a.strategy == "dual_momentum")
+        assert replica.sizing_edge_of(TREND, 0.6, momentum) == 2  # nothing learnt: as a value just above 0
+        # no pnl history: the spread is sharpe_floor (0.5), so the thresholds are -0.1, 0 and 0.15
+        expected = {-0.2: 0, -0.1: 0, -0.05: 1, 0.0: 1, 0.1: 2, 0.15: 2, 0.2: 3}
+        for value, edge in expected.items():
+            assert replica.sizing_edge_of(TREND, 0.6, self._momentum_at(replica, value)) == edge, value
+
+    def test_the_scale_is_the_spread_of_recent_pnl_and_follows_it(self) -> None:
+        config = greedy_config(sizing_edge=True, sizing_edge_levels=(0.3,))
+        replica = ModelReplica(config)
+        momentum = self._momentum_at(replica, 1.0)
+        assert replica.sizing_edge_of(TREND, 0.6, momentum) == 2  # 1.0 > 0.3 * 0.5
+        for n, record in enumerate(make_outcomes(np.random.default_rng(3), config, 30)):
+            replica.apply(record.model_copy(update={"pnl_pct": 10.0 * (-1) ** n}))
+        assert replica.recent_pnl.sample_std() > 1.0 / 0.3  # the spread grew past value / threshold
+        assert replica.sizing_edge_of(TREND, 0.6, self._momentum_at(replica, 1.0)) == 1
+        assert replica.sizing_edge_of(TREND, 0.6, self._momentum_at(replica, 5.0)) == 2
+        self._momentum_at(replica, 1.0)
+        assert decode_replica(encode_replica(replica), config).sizing_edge_of(TREND, 0.6, momentum) == 1
+        calm = ModelReplica(config)  # as many updates, a small spread, read once (cached) before an import
+        for record in make_outcomes(np.random.default_rng(3), config, 30):
+            calm.apply(record.model_copy(update={"pnl_pct": 0.01}))
+        assert calm.sizing_edge_of(TREND, 0.6, self._momentum_at(calm, 1.0)) == 2
+        calm.import_state(replica.export_state())
+        assert calm.sizing_edge_of(TREND, 0.6, momentum) == 1  # the imported spread, not the cached one
+
+    def test_without_levels_the_edge_is_one_bit(self) -> None:
+        replica = ModelReplica(greedy_config(sizing_edge=True))
+        assert [replica.sizing_edge_of(TREND, 0.6, self._momentum_at(replica, v)) for v in (-1.0, 0.0, 0.01, 99.0)] == [
+            0,
+            0,
+            1,
+            1,
+        ]
+
+    def test_a_recorded_level_is_learnt_under_its_prefix(self) -> None:
+        config = greedy_config(sizing_edge=True, sizing_edge_levels=(0.3,), counterfactual_sizing=False)
+        replica = ModelReplica(config)
+        assert replica.decide_sizing(0.6, 0.3, 0.3, "d", edge=2).state_key.startswith("E2|")
+        record = make_outcome(np.random.default_rng(6), config, 0)
+        record = record.model_copy(
+            update={"sizing": record.sizing.model_copy(update={"state_key": "E2|" + record.sizing.state_key})}
+        )
+        replica.apply(record)
+        coarse = replica._sizing_levels[0].key(**record.sizing.state.model_dump())
+        assert sorted(replica.sizing_table.keys) == sorted([record.sizing.state_key, coarse, "E2|" + coarse])
+
+    @pytest.mark.parametrize("levels", [(0.0,), (0.3, 0.3), tuple(float(i) for i in range(1, 10))])
+    def test_levels_must_be_distinct_and_few(self, levels: tuple[float, ...]) -> None:
+        with pytest.raises(ValueError, match="sizing_edge_levels"):
+            greedy_config(sizing_edge=True, sizing_edge_levels=levels)
