@@ -39,6 +39,9 @@ class AgentColumns:
     # sizing: the signal's regime and the meta action traded (what a sizing context reads); meta: None
     contexts: list[tuple[str, int] | None] = field(default_factory=list)
     arms: list[str] = field(default_factory=list)  # the arm (policy) that made each decision
+    # the other agent's action as traded in the same position (meta: the sizing action; sizing: the meta action):
+    # every reward depends on it, and off-policy evaluation holds it fixed
+    other_actions: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -116,6 +119,7 @@ class LogTally:
                 continue
             state: MetaState | SizingState
             context: tuple[str, int] | None = None
+            other = sizing if step is meta else meta
             if step is meta:
                 mask = meta_action_mask(meta.state.regime, self.config)
                 state = MetaState(**meta.state.model_dump())
@@ -127,6 +131,7 @@ class LogTally:
             agent.states.append(state)
             agent.contexts.append(context)
             agent.arms.append(outcome.policy)
+            agent.other_actions.append(other.action_index)
             agent.state_keys.append(step.state_key)
             agent.masks.append(mask)
             agent.actions.append(step.action_index)

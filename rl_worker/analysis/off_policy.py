@@ -68,8 +68,10 @@ import numpy.typing as npt
 from scipy import sparse, stats
 
 from rl_worker.analysis.learning_log import AgentColumns
-from rl_worker.core.actions import ActionMask
+from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, ActionMask
+from rl_worker.core.config import RewardConfig
 from rl_worker.core.replica import ModelReplica
+from rl_worker.core.rewards import regime_alignment
 from rl_worker.core.types import FloatArray
 
 __all__ = [
@@ -85,6 +87,7 @@ __all__ = [
 ]
 
 ESTIMATORS = ("IPS", "SNIPS", "DR")
+_EXPOSURE = tuple(action.size_multiplier * action.leverage for action in SIZING_ACTIONS)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,12 @@ class LoggedDecisions:
     target_policy: Sequence[Mapping[int, float]]
     # per decision its state's coarser keys, finer to coarser (the agents' backoff levels); () for none
     state_levels: Sequence[tuple[str, ...]] = ()
+    # DR's reward model: r = scale_i * rate(cell) + offset_i[a], the rate pooled across cells; scale_i the part of
+    # decision i that scales its reward (the traded exposure, for the meta agent), offset_i[a] a known part of the
+    # reward of action a (the meta agent's regime alignment). () for 1 and 0.
+    reward_scale: FloatArray = field(default_factory=lambda: np.zeros(0))
+    reward_offset: Sequence[Mapping[int, float]] = ()
+    action_scale: FloatArray = field(default_factory=lambda: np.zeros(0))  # per action index: x (sizing: exposure)
 
     def __post_init__(self) -> None:
         n = None
@@ -114,7 +123,21 @@ class LoggedDecisions:
             object.__setattr__(self, name, column)
         if not self.state_levels:
             object.__setattr__(self, "state_levels", [()] * (n or 0))
-        for name in ("state", "target_policy", "state_levels"):
+        scale = np.asarray(self.reward_scale, dtype=np.float64).reshape(-1)
+        if scale.size == 0:
+            scale = np.ones(n or 0)
+        if scale.size != n or not np.all(np.isfinite(scale)) or np.any(scale <= 0.0):
+            raise ValueError(f"reward_scale needs {n} finite values above 0")
+        object.__setattr__(self, "reward_scale", scale)
+        action_scale = np.asarray(self.action_scale, dtype=np.float64).reshape(-1)
+        if action_scale.size and (not np.all(np.isfinite(action_scale)) or np.any(action_scale <= 0.0)):
+            raise ValueError("action_scale needs finite values above 0")
+        if action_scale.size and (np.any(self.action < 0) or np.any(self.action >= action_scale.size)):
+            raise ValueError("action_scale has no value for some logged action")
+        object.__setattr__(self, "action_scale", action_scale)
+        if not self.reward_offset:
+            object.__setattr__(self, "reward_offset", [{}] * (n or 0))
+        for name in ("state", "target_policy", "state_levels", "reward_offset"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} values, expected {n}")
         if np.any(self.logged_propensity <= 0.0) or np.any(self.logged_propensity > 1.0):
@@ -185,6 +208,16 @@ def logged_decisions_for_candidate(
             raise ValueError(f"decision {i}: logged action {action} is outside its mask")
     greedy = candidate_greedy_actions(candidate, agent, columns)
     arms = columns.arms if len(columns.arms) == len(columns) else [""] * len(columns)
+    scale: FloatArray = np.zeros(0)
+    offset: list[dict[int, float]] = []
+    action_scale: FloatArray = np.zeros(0)
+    if agent == "meta" and len(columns.other_actions) == len(columns):
+        # the meta reward per unit of the traded exposure: the sizing each arm's policy draws is then held
+        # fixed by the model itself, and the arms share their cells
+        scale, offset = meta_reward_parts(candidate.config.reward, columns)
+        arms = [""] * len(columns)
+    elif agent == "sizing":
+        action_scale = np.array(_EXPOSURE)  # the size reward per unit of the action's own exposure
     return LoggedDecisions(
         agent,
         np.asarray(columns.rewards, dtype=np.float64),
@@ -193,7 +226,29 @@ def logged_decisions_for_candidate(
         [f"{arm}|{key}" for arm, key in zip(arms, columns.state_keys, strict=True)],
         target_policies(greedy, columns.masks, epsilon),
         [arm_levels(arm, candidate.state_levels(state)[1:]) for arm, state in zip(arms, columns.states, strict=True)],
+        scale,
+        offset,
+        action_scale,
     )
+
+
+def meta_reward_parts(config: RewardConfig, columns: AgentColumns) -> tuple[FloatArray, list[dict[int, float]]]:
+    """The meta reward's scale and known part per logged decision: pnl, drawdown and (up to its clip) the Sharpe
+    signal grow with the traded exposure (size multiplier x leverage, the sizing action held fixed), and the regime
+    alignment is w_align * [strategy native to the regime], whatever was traded."""
+    scale = np.array([_EXPOSURE[s] for s in columns.other_actions], dtype=np.float64)
+    offsets: dict[str, dict[int, float]] = {}
+    offset = []
+    for state in columns.states:
+        regime = state.regime  # type: ignore[union-attr]
+        found = offsets.get(regime)
+        if found is None:
+            found = offsets[regime] = {
+                a: config.meta_alignment_weight * regime_alignment(regime, META_ACTIONS[a].strategy, config)
+                for a in range(len(META_ACTIONS))
+            }
+        offset.append(found)
+    return scale, offset
 
 
 def arm_levels(arm: str, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -339,6 +394,8 @@ class _PooledModel:
     supported: npt.NDArray[np.bool_]  # per fine cell: some node on its path has ess >= min_cell_ess
     pooled: npt.NDArray[np.bool_]  # per fine cell: its own ess is below min_cell_ess
     cell_mass: FloatArray  # per fine cell: sum_i pi(a | s_i) / n
+    scaled_policy: sparse.csr_matrix  # pi(a | s_i) * scale_i: the rate's weight in the value
+    offset_policy: sparse.csr_matrix  # pi(a | s_i) * offset_i[a]: the known part of the value
 
     @classmethod
     def fit(cls, logged: LoggedDecisions, min_cell_ess: float) -> _PooledModel:
@@ -371,10 +428,12 @@ class _PooledModel:
                 below = index
             return below
 
-        rows, columns, probabilities = [], [], []
+        rows, columns, probabilities, scaled, offsets = [], [], [], [], []
+        action_scale = logged.action_scale
         logged_cells = []
-        for i, (path, policy, logged_action) in enumerate(
-            zip(paths, logged.target_policy, logged.action.tolist(), strict=True)
+        for i, (path, policy, logged_action, scale, offset) in enumerate(
+            zip(paths, logged.target_policy, logged.action.tolist(), logged.reward_scale.tolist(),
+                logged.reward_offset, strict=True)
         ):
             top = max(policy.values())
             for a, p in policy.items():
@@ -382,20 +441,28 @@ class _PooledModel:
                     rows.append(i)
                     columns.append(cell(path, int(a), p == top))
                     probabilities.append(p)
+                    scaled.append(p * scale * (float(action_scale[a]) if action_scale.size else 1.0))
+                    offsets.append(p * offset.get(int(a), 0.0))
             logged_cells.append(cell(path, int(logged_action), policy.get(logged_action, 0.0) == top))
         logged_cell = np.array(logged_cells, dtype=np.int64)
         n_cells = len(parents[0])
+        # the cells hold rates: (r - the known part of the logged action's reward) / the decision's scale
+        known = np.array(
+            [o.get(int(a), 0.0) for o, a in zip(logged.reward_offset, logged.action.tolist(), strict=True)]
+        )
+        rate = (logged.reward - known) / logged.reward_scale
+        if action_scale.size:
+            rate = rate / action_scale[logged.action]
         inverse = 1.0 / logged.logged_propensity
         weight = np.bincount(logged_cell, inverse, n_cells)
         squares = np.bincount(logged_cell, inverse**2, n_cells)
         has = weight > 0
-        mean = np.divide(np.bincount(logged_cell, inverse * logged.reward, n_cells), weight,
-                         out=np.zeros(n_cells), where=has)
+        mean = np.divide(np.bincount(logged_cell, inverse * rate, n_cells), weight, out=np.zeros(n_cells), where=has)
         ess = np.divide(weight**2, squares, out=np.zeros(n_cells), where=has)
         group = np.arange(n_cells)  # each fine cell's node under its arm's root (the 3rd level from the top)
         for level in range(depth - 3):
             group = np.array(parents[level], dtype=np.int64)[group]
-        variance = np.divide(_reward_variance(logged, logged_cell, mean, group), ess,
+        variance = np.divide(_reward_variance(rate, logged_cell, mean, group), ess,
                              out=np.full(n_cells, math.inf), where=has)
         levels: list[_Level] = []
         for level in range(depth):
@@ -422,7 +489,11 @@ class _PooledModel:
         supported &= np.isfinite(cls._draw(tuple(levels), None, None)[0])
         policy = sparse.csr_matrix((probabilities, (rows, columns)), shape=(n, n_cells))
         mass = np.asarray(policy.sum(axis=0)).reshape(-1) / n
-        return cls(tuple(levels), policy, supported, levels[0].ess < min_cell_ess, mass)
+        return cls(
+            tuple(levels), policy, supported, levels[0].ess < min_cell_ess, mass,
+            sparse.csr_matrix((scaled, (rows, columns)), shape=(n, n_cells)),
+            sparse.csr_matrix((offsets, (rows, columns)), shape=(n, n_cells)),
+        )
 
     @staticmethod
     def _draw(
@@ -459,7 +530,10 @@ class _PooledModel:
         """sum_c mass_c q_c over the supported cells the candidate needs, per unit of their mass."""
         values = self._draw(self.levels, None, None)[0]
         used = (self.cell_mass > 0) & self.supported
-        return float(np.dot(self.cell_mass[used], values[used]) / self.cell_mass[used].sum())
+        scaled = np.asarray(self.scaled_policy.sum(axis=0)).reshape(-1)
+        known = np.asarray(self.offset_policy.sum(axis=0)).reshape(-1)
+        total = self.cell_mass[used].sum() * self.policy.shape[0]
+        return float((np.dot(scaled[used], values[used]) + known[used].sum()) / total)
 
     def interval(
         self, n: int, confidence: float, n_resamples: int, rng: np.random.Generator
@@ -473,10 +547,12 @@ class _PooledModel:
         for start in range(0, n_resamples, batch):
             k = min(batch, n_resamples - start)
             counts = rng.multinomial(n, np.full(n, 1.0 / n), size=k).astype(np.float64)
-            mass = np.asarray((self.policy.T @ counts.T).T)[:, self.supported]
+            total = np.asarray((self.policy.T @ counts.T).T)[:, self.supported].sum(axis=1)
+            scaled = np.asarray((self.scaled_policy.T @ counts.T).T)[:, self.supported]
+            known = np.asarray((self.offset_policy.T @ counts.T).T)[:, self.supported].sum(axis=1)
             values = self._draw(self.levels, rng, k)[:, self.supported]
-            total = mass.sum(axis=1)
-            results.append(np.sum(mass * values, axis=1)[total > 0] / total[total > 0])
+            value = np.sum(scaled * values, axis=1) + known
+            results.append(value[total > 0] / total[total > 0])
         drawn = np.concatenate(results)
         if drawn.size < 0.95 * n_resamples:  # most resamples lost every supported choice (a handful of decisions)
             return math.nan, math.nan
@@ -486,18 +562,18 @@ class _PooledModel:
 
 
 def _reward_variance(
-    logged: LoggedDecisions, logged_cell: npt.NDArray[np.int64], mean: FloatArray, group: npt.NDArray[np.int64]
+    reward: FloatArray, logged_cell: npt.NDArray[np.int64], mean: FloatArray, group: npt.NDArray[np.int64]
 ) -> FloatArray:
     """Per fine cell, the variance of one decision's reward: pooled within the cells of its group (the
     coarsest key below the root, with the action: the spread of a reward grows with the position size,
     which each arm's policy sets), shrunk towards all cells' with 10 pseudo-degrees of freedom."""
-    residual = (logged.reward - mean[logged_cell]) ** 2
+    residual = (reward - mean[logged_cell]) ** 2
     n_groups = int(group.max()) + 1
     counts = np.bincount(logged_cell, minlength=group.size)
     squares = np.bincount(group[logged_cell], residual, n_groups)
     freedom = np.bincount(group, np.maximum(counts - 1, 0), n_groups)
     total_freedom = float(freedom.sum())
-    overall = float(squares.sum()) / total_freedom if total_freedom > 0 else float(np.var(logged.reward))
+    overall = float(squares.sum()) / total_freedom if total_freedom > 0 else float(np.var(reward))
     overall = max(overall, 1e-12)
     return ((squares + 10.0 * overall) / (freedom + 10.0))[group]
 

@@ -162,15 +162,16 @@ def run_offline_ab(
         if logged:
             meta_p, sizing_p = propensities[policies[arm]]
             meta_state = MetaState(**meta_record["state"])
-            for log, record, mask, reward, expected, action, propensity, state, context in (
+            for log, record, mask, reward, expected, action, propensity, state, context, other in (
                 (meta_log, meta_record, meta_mask, applied.meta_reward, expected_meta, traded_meta, meta_p,
-                 meta_state, None),
+                 meta_state, None, traded_sizing),
                 (sizing_log, sizing_record, sizing_mask, applied.size_reward, expected_size, traded_sizing, sizing_p,
-                 SizingState(**sizing_record["state"]), (meta_state.regime, traded_meta)),
+                 SizingState(**sizing_record["state"]), (meta_state.regime, traded_meta), traded_meta),
             ):
                 log.states.append(state)
                 log.contexts.append(context)
                 log.arms.append(arm)
+                log.other_actions.append(other)
                 log.state_keys.append(record["state_key"])
                 log.masks.append(mask)
                 log.actions.append(action)
