@@ -16,7 +16,7 @@ from rl_worker.analysis.off_policy import (
     target_policies,
 )
 from rl_worker.core import CoreConfig
-from rl_worker.core.actions import ActionMask, sizing_action_mask
+from rl_worker.core.actions import META_ACTIONS, SIZING_ACTIONS, ActionMask, meta_action_mask, sizing_action_mask
 from rl_worker.core.config import AgentHyperparameters
 from rl_worker.core.control import Hyperparameters
 from rl_worker.core.market import MarketFeatures
@@ -316,3 +316,132 @@ def test_tiny_and_deterministic_propensities_are_reported() -> None:
                                     logged.target_policy)
     found = estimate_off_policy(deterministic, np.random.default_rng(0), n_resamples=200).warnings
     assert any("deterministic" in w for w in found)
+
+
+def scaled_bandit(seed: int, n: int = 3000, scaled: bool = True) -> tuple[LoggedDecisions, float]:
+    """The meta agent's problem: a reward that grows with the exposure the *other* agent traded, which each
+    arm draws differently. 10 states, 5 actions, a rate per (state, action); half the decisions are a uniform
+    control arm (exposure uniform in 0.5-4), half an epsilon-greedy arm that trades 4 on its greedy action and
+    0.5 otherwise. The reward is x * (rate + noise); the truth holds each decision's x fixed and takes the
+    target's action. The arms share their cells (`scaled`: the model knows x)."""
+    rng = np.random.default_rng(seed)
+    n_states, n_actions = 10, 5
+    rate = rng.normal(0.0, 1.0, (n_states, n_actions))
+    state = rng.integers(0, n_states, n)
+    control = rng.random(n) < 0.5
+    greedy = (state * 2 + 1) % n_actions
+    action = np.where(control | (rng.random(n) < 0.2), rng.integers(0, n_actions, n), greedy)
+    propensity = np.where(control, 1 / n_actions, np.where(action == greedy, 0.8 + 0.2 / n_actions, 0.2 / n_actions))
+    x = np.where(control, np.array([0.5, 1.0, 2.0, 4.0])[rng.integers(0, 4, n)], np.where(action == greedy, 4.0, 0.5))
+    reward = x * (rate[state, action] + rng.normal(0.0, 1.0, n))
+    target = state % n_actions
+    logged = LoggedDecisions(
+        "meta",
+        reward,
+        propensity,
+        action,
+        [f"s{s}" for s in state],
+        [{int(a): 1.0} for a in target],
+        [("*",)] * n,
+        x if scaled else np.zeros(0),
+    )
+    return logged, float(np.mean(x * rate[state, target]))
+
+
+def test_the_reward_model_holds_the_traded_exposure_fixed() -> None:
+    # a cell's decisions were traded at the exposures their arm drew; the candidate is judged at each decision's
+    # own exposure. Pooling rates (reward / exposure) covers the truth; pooling rewards (the exposures of the
+    # decisions that happened to take the action) does not
+    covered = {True: 0, False: 0}
+    errors: dict[bool, list[float]] = {True: [], False: []}
+    for seed in range(20):
+        for scaled in (True, False):
+            logged, truth = scaled_bandit(seed, scaled=scaled)
+            dr = estimate_off_policy(logged, np.random.default_rng(seed), n_resamples=300).estimates["DR"]
+            covered[scaled] += dr.covers(truth)
+            errors[scaled].append(abs(dr.value - truth))
+    assert covered[True] >= 17, covered
+    assert np.mean(errors[True]) < 0.5 * np.mean(errors[False]), errors
+    assert covered[False] < 17, covered  # the bias the scale removes (10 of 20 when measured)
+
+
+def test_scales_and_known_parts_cancel_where_cells_stand_alone() -> None:
+    # every cell its own (each action tried in one state: tau unknown): a cell's value is its importance-weighted
+    # mean reward whatever the scales, so DR is the hand-computed 47/15 of test_estimators_by_hand
+    base = hand_case()
+    for scale, action_scale, offset in (
+        (np.array([2.0, 2.0, 2.0, 0.5, 0.5]), np.zeros(0), ()),
+        (np.zeros(0), np.array([3.0, 0.25]), ()),
+        (np.zeros(0), np.zeros(0), [{0: 0.7, 1: -0.2}] * 5),
+    ):
+        logged = LoggedDecisions(
+            "meta",
+            base.reward,
+            base.logged_propensity,
+            base.action,
+            base.state,
+            base.target_policy,
+            (),
+            scale,
+            offset,
+            action_scale,
+        )
+        report = estimate_off_policy(logged, np.random.default_rng(0), n_resamples=200, min_cell_ess=1.0)
+        assert report.estimates["DR"].value == pytest.approx(47 / 15)
+    with pytest.raises(ValueError, match="reward_scale"):
+        LoggedDecisions(
+            "meta",
+            base.reward,
+            base.logged_propensity,
+            base.action,
+            base.state,
+            base.target_policy,
+            (),
+            np.array([1.0, 0.0, 1.0, 1.0, 1.0]),
+        )
+    with pytest.raises(ValueError, match="action_scale"):
+        LoggedDecisions(
+            "meta",
+            base.reward,
+            base.logged_propensity,
+            base.action,
+            base.state,
+            base.target_policy,
+            (),
+            np.zeros(0),
+            (),
+            np.array([1.0]),
+        )
+
+
+def test_meta_columns_carry_the_traded_exposure_and_the_alignment() -> None:
+    replica, config = _greedy_replica(100)
+    states = [MetaState("TREND", 0.2, 0.5, 0.7, 0.5, 1.0), MetaState("RANGE", 0.8, -0.5, 0.4, 0.5, 1.0)]
+    mask = meta_action_mask("TREND", config)
+    other_mask = meta_action_mask("RANGE", config)
+    columns = AgentColumns(
+        state_keys=[replica.state_levels(s)[0] for s in states],
+        masks=[mask, other_mask],
+        actions=[mask.members[0], other_mask.members[0]],
+        propensities=[0.5, 0.5],
+        rewards=[1.0, 2.0],
+        states=states,
+        contexts=[None, None],
+        arms=["rl", "control"],
+        other_actions=[0, len(SIZING_ACTIONS) - 1],
+    )
+    logged = logged_decisions_for_candidate("meta", replica, columns)
+    exposures = [SIZING_ACTIONS[a].size_multiplier * SIZING_ACTIONS[a].leverage for a in columns.other_actions]
+    assert logged.reward_scale.tolist() == pytest.approx(exposures)
+    weight = config.reward.meta_alignment_weight
+    for state, offset in zip(states, logged.reward_offset, strict=True):
+        native = config.reward.aligned_strategies[state.regime]
+        assert {a: v for a, v in offset.items() if v} == {
+            a: weight for a, action in enumerate(META_ACTIONS) if action.strategy in native
+        }
+    # the sizing the arm drew is in the model: the arms share their cells
+    assert logged.state[1] == "|" + columns.state_keys[1] and logged.state_levels[0][-1] == "|*"
+    # without the other agent's actions (an old log): the arms keep their own cells, no scale
+    columns.other_actions = []
+    old = logged_decisions_for_candidate("meta", replica, columns)
+    assert old.state[1] == "control|" + columns.state_keys[1] and old.reward_scale.tolist() == [1.0, 1.0]
