@@ -186,6 +186,12 @@ def _share(rows: list[dict[str, Any]], test: Any) -> tuple[int, int]:
     return sum(bool(test(r)) for r in rows), len(rows)
 
 
+def _excludes(estimate: dict[str, Any], value: float) -> bool:
+    """An interval that leaves `value` out (none: no interval)."""
+    low, high = estimate["ci_low"], estimate["ci_high"]
+    return low is not None and high is not None and not low <= value <= high
+
+
 def _fraction(text: str) -> float:
     """argparse type: a share in [0, 1] (a bad one is a usage error, exit 2, before any run)."""
     try:
@@ -344,6 +350,31 @@ def main(argv: list[str] | None = None) -> int:
             }
             for agent, ps in pairs.items()
         }
+        # bias: the mean error (estimate - truth) over the seeds with an estimate; discrimination: of the seeds
+        # where the candidate's true value is 0.3 or more away from the logging policy's value (the mean logged
+        # reward), those whose interval excludes the logged value (and of the others, the same)
+        bias = {
+            agent: {
+                name: float(np.mean(e)) if (e := [p["report"]["estimates"][name]["value"] - p["truth"] for p in ps
+                                                  if p["report"]["estimated"]]) else None
+                for name in ESTIMATORS
+            }
+            for agent, ps in pairs.items()
+        }
+        excludes = {
+            agent: {
+                name: {
+                    far: _share(
+                        [p for p in ps if p["report"]["estimated"] and (abs(p["truth"] - p["report"]["logged_value"])
+                                                                        >= 0.3) == far],
+                        lambda p, k=name: _excludes(p["report"]["estimates"][k], p["report"]["logged_value"]),
+                    )
+                    for far in (True, False)
+                }
+                for name in ESTIMATORS
+            }
+            for agent, ps in pairs.items()
+        }
         pooled = {
             agent: float(np.median(x)) if (x := [p["report"]["pooled_share"] for p in ps if p["report"]["estimated"]])
             else None
@@ -358,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             "dr_both_agents_estimated_and_covered": both,
             "median_ess": ess,
             "median_width": widths,
+            "bias": bias,
+            "excludes_logged_value": {
+                agent: {name: {"truth_differs_by_0.3_or_more": v[True], "less": v[False]} for name, v in e.items()}
+                for agent, e in excludes.items()
+            },
             "median_pooled_share_when_estimated": pooled,
             "median_unsupported_share": unsupported,
             "refusals": {
@@ -384,6 +420,24 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{a} {'-' if v is None else f'{v:.0%}'}" for a, v in pooled.items())
             + "; unsupported (median, all seeds) "
             + ", ".join(f"{a} {v:.0%}" for a, v in unsupported.items())
+        )
+        lines.append(
+            f"evaluate ({candidate}): bias (mean estimate - truth) "
+            + "; ".join(
+                f"{agent} " + ", ".join(f"{k} {'-' if v is None else f'{v:+.3f}'}" for k, v in b.items())
+                for agent, b in bias.items()
+            )
+            + "; the interval excludes the logged policy's value where the truth differs from it by >= 0.3: "
+            + "; ".join(
+                f"{agent} " + ", ".join(f"{k} {v[True][0]}/{v[True][1]}" for k, v in e.items())
+                for agent, e in excludes.items()
+            )
+            + " (where it differs by less: "
+            + "; ".join(
+                f"{agent} " + ", ".join(f"{k} {v[False][0]}/{v[False][1]}" for k, v in e.items())
+                for agent, e in excludes.items()
+            )
+            + ")"
         )
     print()
     for line in lines:

@@ -649,8 +649,10 @@ def estimate_off_policy(
                 f"no estimate: {unsupported:.0%} of the candidate's choices fall on {int(thin.sum())} "
                 f"(state, action) pairs that neither the logged decisions nor their coarser states support "
                 f"(effective sample size below {min_cell_ess:g} at every level, the action over all states "
-                "included) -- the logs say nothing about what those would have earned. Log with more "
-                "exploration (e.g. a uniform control share) or a longer window."
+                "included) -- the logs say nothing about what those would have earned. To judge a candidate, "
+                "log exploring decisions: a control share with a uniform baseline (e.g. RL_AB__CONTROL_SHARE=0.2 "
+                "RL_AB__BASELINE__KIND=uniform), or apprentice mode with it (RL_AB__CONTROL_SHARE=1); or "
+                "evaluate over a longer window."
             ),
         )
     ips_terms = w * r

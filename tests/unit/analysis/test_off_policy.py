@@ -253,6 +253,8 @@ def test_rare_exploration_gives_no_estimate() -> None:
     assert not report.estimated
     assert report.unsupported_share == pytest.approx(0.5, abs=0.05)
     assert report.refusal is not None and "neither the logged decisions nor their coarser states" in report.refusal
+    # and what to do about it: exploring traffic (a uniform control share, or apprentice mode with it)
+    assert "RL_AB__BASELINE__KIND=uniform" in report.refusal and "RL_AB__CONTROL_SHARE=1" in report.refusal
 
 
 def pooled_bandit(seed: int, n: int = 3000, epsilon: float = 0.1) -> tuple[LoggedDecisions, float]:
