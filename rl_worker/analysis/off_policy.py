@@ -21,11 +21,23 @@ So q is hierarchical (empirical Bayes). Each fine cell (arm | state key, action)
 coarser keys the agents already back off to (`ModelReplica.state_levels`: L1, L0), then its arm's
 action over all states, then the action over all states among the cells the candidate chooses (its
 most probable action there: it chose them for its own estimates of their values, so they are not
-pooled with the cells it passed over), then the action over all states. The arm is part of every
-key but the last two because every reward depends on the other agent's action, which each arm's
-policy draws differently. Per node j: m_j, its mean (fine cells: the importance-weighted mean
-reward; coarser nodes: the random-effects mean of their children, weights 1 / (tau^2 + v)), v_j,
-its sampling variance (fine cells: sigma^2 / ESS_j, sigma^2 the within-cell variance of the rewards
+pooled with the cells it passed over), then the action over all states.
+
+The cells hold rates, not rewards: r_i = x_i * rate(cell) + o_i(a), with x_i and o_i known per decision.
+Every reward depends on the other agent's action, which the evaluation holds fixed at what was
+traded, and each arm's policy draws it differently:
+  * meta: x_i is the exposure the sizing agent traded (size multiplier x leverage): pnl, drawdown and
+    (up to its clip) the Sharpe signal grow with it; o_i(a) is the known regime-alignment term
+    w_align * [a's strategy is native to the regime]. The candidate's action a is valued at decision i's
+    own exposure, x_i * rate + o_i(a), so the arms can share their cells (the arm is in no key);
+  * sizing: x is the action's own exposure (the reward's spread across states grows with it, so one tau
+    per level fits every size only in rate units); the meta action traded is not modelled, so the arm
+    is part of every key but the last two.
+Without the other agent's actions in the logs (older records) x = 1, o = 0 and the arm keys both agents.
+
+Per node j: m_j, its mean (fine cells: the importance-weighted mean
+rate; coarser nodes: the random-effects mean of their children, weights 1 / (tau^2 + v)), v_j,
+its sampling variance (fine cells: sigma^2 / ESS_j, sigma^2 the within-cell variance of the rates
 of its arm and action), and per level tau^2, the variance of the true values of a level's nodes
 around their parent's, by the method of moments over the parents with two or more children:
 
