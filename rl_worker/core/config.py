@@ -175,6 +175,15 @@ class LearningRules(_Frozen):
         "many of the thresholds 0 and these exceed ('E0|' ... 'E<n>|'; at most 9 thresholds in all). () is the "
         "one bit: above 0 or not",
     )
+    sizing_edge_source: Literal["meta_value", "unit_return"] = Field(
+        default="meta_value",
+        description="with sizing_edge: what the edge reads. 'meta_value': the meta agent's value of the traded "
+        "strategy (its reward at the size taken). 'unit_return': the traded strategy's mean return per unit of "
+        "exposure (pnl / (size_multiplier * leverage)) in the signal's meta state, learnt by the sizing agent "
+        "(rows 'U:<meta key>' of the sizing table: mean and mean square per strategy at every meta backoff level, "
+        "shrunk as the strategy values), which the size taken does not scale; with sizing_edge_levels the "
+        "thresholds are in units of that return's standard deviation",
+    )
     counterfactual_sizing: bool = Field(
         default=False,
         description="also update every other sizing action within the configured limits with the reward it would "

@@ -205,6 +205,7 @@ class ModelReplica:
         # edge thresholds in units of the recent pnl spread (sizing_edge_levels); (0.0,) is the one bit
         self._edge_thresholds = tuple(sorted((0.0, *rules.sizing_edge_levels)))
         self._edge_spread_at: tuple[int, float] = (-1, 1.0)  # (n_updates, spread), cached per update
+        self._edge_unit = self._sizing_edge and rules.sizing_edge_source == "unit_return"
         self._sizing_shrink = rules.sizing_shrink and rules.backoff_visits > 0
         self._sizing_masks: dict[tuple[float | None, float | None], ActionMask] = {}
         self._context_prefixes: dict[tuple[str, int], str] = {}
@@ -547,13 +548,16 @@ class ModelReplica:
             market.regime, market.volatility, market.market_pressure, confidence, self.winrate.winrate,
             self.equity.health,
         )
+        thresholds = self._edge_thresholds
+        strategy = _META_PARTS[meta_action][0]
+        if self._edge_unit:
+            return self._unit_return_edge(keys, strategy)
         table = self.meta_table
         row_index = table.row_index
         rows = [i for i in (row_index("S:" + key) for key in reversed(keys)) if i is not None]
-        thresholds = self._edge_thresholds
         if not rows:
             return bisect_left(thresholds, 0.0) + 1  # as for a value just above 0
-        value = table.shrunk_value(rows, _META_PARTS[meta_action][0], self._backoff_strength)
+        value = table.shrunk_value(rows, strategy, self._backoff_strength)
         if len(thresholds) == 1:
             return 1 if value > 0.0 else 0
         n_updates, spread = self._edge_spread_at
@@ -561,6 +565,24 @@ class ModelReplica:
             spread = pnl_spread(self.recent_pnl, self.config.reward.sharpe_floor)
             self._edge_spread_at = (self.n_updates, spread)
         return bisect_left(thresholds, value / spread)  # how many thresholds the value exceeds
+
+    def _unit_return_edge(self, keys: tuple[str, ...], strategy: int) -> int:
+        """The edge from the traded strategy's return per unit of exposure (`sizing_edge_source`
+        'unit_return'): its mean (and standard deviation) shrunk from the coarsest meta key to the finest."""
+        table = self.sizing_table
+        row_index = table.row_index
+        thresholds = self._edge_thresholds
+        rows = [i for i in (row_index(_UNIT_PREFIX + key) for key in reversed(keys)) if i is not None]
+        if not rows:
+            return bisect_left(thresholds, 0.0) + 1  # as for a return just above 0
+        cell, strength = 2 * strategy, self._backoff_strength
+        mean = table.shrunk_value(rows, cell, strength)
+        if len(thresholds) == 1:
+            return 1 if mean > 0.0 else 0
+        variance = table.shrunk_value(rows, cell + 1, strength) - mean * mean
+        if variance <= 0.0:  # one return (or none yet) at every level: no scale
+            return bisect_left(thresholds, 0.0) + (1 if mean > 0.0 else 0)
+        return bisect_left(thresholds, mean / math.sqrt(variance))
 
     def _edge_prefix(self, edge: int | None) -> str:
         """The sizing key's prefix for the meta agent's edge ('E0|' / 'E1|'; '' without the rule or an edge)."""
@@ -745,6 +767,12 @@ class ModelReplica:
             meta_table.td_update(
                 spread_key, cell + 1, r_meta * r_meta, None, next_meta_mask, meta_alpha, 0.0, visit_step
             )
+        if self._edge_unit:  # the traded strategy's return per unit of exposure and its square, per meta key
+            unit = pnl / (multiplier * leverage)
+            cell = 2 * STRATEGIES.index(META_ACTIONS[meta_action].strategy)
+            cells, values = (cell, cell + 1), [unit, unit * unit]
+            for key, _ in meta_keys:
+                sizing_table.td_update_cells(_UNIT_PREFIX + key, cells, values, 0.0, sizing_alpha, visit_step)
         next_sizing_mask = self._sizing_next_mask
         sizing_args = (
             sizing_state.signal_confidence,
@@ -908,6 +936,7 @@ _META_PARTS = tuple(
 )
 _META_BY_PARTS = {parts: a for a, parts in enumerate(_META_PARTS)}
 _EDGE_PREFIXES = tuple(f"E{edge}|" for edge in range(10))
+_UNIT_PREFIX = "U:"  # sizing_edge_source 'unit_return': a strategy's return per unit of exposure, per meta key
 _SPREAD_PREFIX = "V:"  # rule meta_stack_margin: the meta reward's running moments per strategy
 _MODEL_MASK = ActionMask.of(np.arange(len(MODELS), dtype=np.intp))
 _WEIGHT_MASK = ActionMask.of(np.arange(len(WEIGHTS), dtype=np.intp))

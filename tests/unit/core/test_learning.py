@@ -18,7 +18,7 @@ from rl_worker.core.qlearning import QTable
 from rl_worker.core.replica import ModelReplica, _shrunk_greedy
 from rl_worker.core.rewards import risk_penalty, size_reward, volatility_adjustment
 from rl_worker.core.snapshot import decode_replica, encode_replica
-from rl_worker.core.state import MetaKeyBuilder
+from rl_worker.core.state import MetaKeyBuilder, MetaState
 from rl_worker.core.types import MODELS, STRATEGIES, WEIGHTS
 from rl_worker.sim.events import make_outcome, make_outcomes
 
@@ -765,6 +765,35 @@ class TestSizingEdgeLevels:
         replica.apply(record)
         coarse = replica._sizing_levels[0].key(**record.sizing.state.model_dump())
         assert sorted(replica.sizing_table.keys) == sorted([record.sizing.state_key, coarse, "E2|" + coarse])
+
+    def test_the_unit_return_edge_learns_per_meta_key_and_reads_mean_over_spread(self) -> None:
+        config = greedy_config(sizing_edge=True, sizing_edge_source="unit_return", sizing_edge_levels=(0.5,))
+        replica = ModelReplica(config)
+        momentum = next(i for i, a in enumerate(META_ACTIONS) if a.strategy == "dual_momentum")
+        assert replica.sizing_edge_of(TREND, 0.6, momentum) == 1  # nothing learnt: as a return just above 0
+        record = make_outcome(np.random.default_rng(6), config, 0)
+        size = SIZING_ACTIONS[record.sizing.action_index]
+        exposure = size.size_multiplier * size.leverage
+        strategy = STRATEGIES.index(META_ACTIONS[record.meta.action_index].strategy)
+        for pnl in (3.0, 1.0):  # per unit of exposure: mean 2 / exposure, spread 1 / exposure
+            replica.apply(record.model_copy(update={"position_id": f"p{pnl}", "pnl_pct": pnl * exposure}))
+        keys = replica.state_levels(MetaState(**record.meta.state.model_dump()))
+        assert sorted(k for k in replica.sizing_table.keys if k.startswith("U:")) == sorted("U:" + k for k in keys)
+        for key in keys:
+            row = replica.sizing_table.row("U:" + key)
+            assert row is not None
+            assert row[2 * strategy] == pytest.approx(2.0) and row[2 * strategy + 1] == pytest.approx(5.0)
+        # what a decision in that state reads (sizing_edge_of computes these keys from the signal)
+        assert replica._unit_return_edge(keys, strategy) == 2  # mean / spread = 2 / 1 > 0.5
+        replica.apply(record.model_copy(update={"position_id": "p-", "pnl_pct": -9.0 * exposure}))
+        assert replica._unit_return_edge(keys, strategy) == 0  # mean (3 + 1 - 9) / 3 per unit
+        assert replica._unit_return_edge(keys, (strategy + 1) % 3) == 0  # never traded: mean 0, not above
+
+    def test_without_the_unit_source_no_unit_rows(self) -> None:
+        replica = ModelReplica(greedy_config(sizing_edge=True, sizing_edge_levels=(0.5,)))
+        for record in make_outcomes(np.random.default_rng(3), replica.config, 20):
+            replica.apply(record)
+        assert not any(k.startswith("U:") for k in replica.sizing_table.keys)
 
     @pytest.mark.parametrize("levels", [(0.0,), (0.3, 0.3), tuple(float(i) for i in range(1, 10))])
     def test_levels_must_be_distinct_and_few(self, levels: tuple[float, ...]) -> None:
